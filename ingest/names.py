@@ -1,0 +1,70 @@
+"""Every Redis name vidbrief uses, in one place (CONTRACT.md: Redis names).
+
+Nothing else in the project spells a key: import :class:`RedisNames` and ask it. rq is the
+warning example — its key literals spread over many modules and sibling keys drifted apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "vidbrief"
+#: The consumer group on the jobs stream (contract name).
+BRIDGE_GROUP = "bridge"
+#: Field of a jobs-stream entry that holds the job request JSON.
+JOB_FIELD = "job"
+#: Field of an events-stream entry that holds the CloudEvent JSON.
+EVENT_FIELD = "event"
+
+
+@dataclass(frozen=True)
+class RedisNames:
+    """The keys under one prefix (default ``vidbrief``)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def jobs(self) -> str:
+        """Stream of job requests (producers XADD, the bridge reads as group ``bridge``)."""
+        return f"{self.prefix}:jobs"
+
+    @property
+    def events(self) -> str:
+        """Stream of CloudEvents, trimmed approximately."""
+        return f"{self.prefix}:events"
+
+    @property
+    def dead(self) -> str:
+        """Stream of dead letters (rejected or undeliverable entries)."""
+        return f"{self.prefix}:dead"
+
+    @property
+    def control(self) -> str:
+        """Stream of control messages to running bridges (cancel requests)."""
+        return f"{self.prefix}:control"
+
+    @property
+    def webhook_queue(self) -> str:
+        """Name of the rq queue that delivers webhooks."""
+        return f"{self.prefix}-webhooks"
+
+    @property
+    def bridges(self) -> str:
+        """Hash of live bridges: name → JSON heartbeat (window, in flight, time)."""
+        return f"{self.prefix}:bridges"
+
+    def job(self, job_id: str) -> str:
+        """Hash with the current state of one job."""
+        return f"{self.prefix}:job:{job_id}"
+
+    def webhook_log(self, job_id: str) -> str:
+        """List of one job's webhook delivery attempts (JSON each)."""
+        return f"{self.prefix}:job:{job_id}:webhook"
+
+    def webhook_disabled(self) -> str:
+        """Set of webhook URLs disabled after an HTTP 410 Gone."""
+        return f"{self.prefix}:webhooks:disabled"
+
+    def webhook_claim(self, webhook_id: str) -> str:
+        """Marker that one terminal event's webhook was handled (a re-published event is not)."""
+        return f"{self.prefix}:webhooks:claimed:{webhook_id}"

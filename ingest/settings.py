@@ -1,0 +1,168 @@
+"""Configuration: environment variables with prefix ``VIDBRIEF_`` (and a ``.env`` file).
+
+pydantic-settings does the parsing; secrets are ``SecretStr`` so they never print. The table in
+the README lists every variable; ``vidbrief config`` shows the effective values, secrets masked.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+import platformdirs
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ingest.names import RedisNames
+
+STEP_NAMES = ("download", "analyse", "brief", "report")
+
+
+def _state_dir() -> Path:
+    return platformdirs.user_state_path("vidbrief")
+
+
+def _data_dir() -> Path:
+    return platformdirs.user_data_path("vidbrief")
+
+
+class Settings(BaseSettings):
+    """All settings. Defaults run everything on one laptop with no configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VIDBRIEF_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    # --- Redis and names
+    redis_url: SecretStr | None = Field(
+        None, description="redis:// or rediss:// URL (may hold a password). Unset: embedded Redis."
+    )
+    redis_prefix: str = Field("vidbrief", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    state_dir: Path = Field(default_factory=_state_dir, description="Embedded Redis data, pidfile.")
+
+    # --- Ray and the bridge
+    ray_address: str | None = Field(None, description="Ray address (ray://… or host:port).")
+    bridge_name: str = Field("bridge-1", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    window: int = Field(8, ge=1, le=10_000, description="Jobs in flight at most per bridge.")
+    max_deliveries: int = Field(5, ge=1, description="Deliveries of one entry before dead letter.")
+    step_retries: int = Field(3, ge=0, description="Retries of a retryable step failure.")
+    retry_backoff_seconds: float = Field(1.0, ge=0)
+    claim_idle_ms: int = Field(60_000, ge=1, description="Reclaim others' entries idle this long.")
+    events_maxlen: int = Field(100_000, ge=100)
+    job_ttl_seconds: int = Field(7 * 24 * 3600, ge=1, description="Finished job hashes expire.")
+    drain_grace_seconds: float = Field(30.0, ge=0)
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus port.")
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address the metrics server binds (0.0.0.0 to scrape remotely)."
+    )
+    # Placement (raybridge/placement.py explains the rule).
+    download_lookahead: int | None = Field(
+        None,
+        ge=0,
+        description="Jobs per node, beyond one per analyser, that may be downloading or "
+        "downloaded and waiting for the node's GPU. Unset: one per analyser.",
+    )
+    analysis_on: Literal["auto", "gpu", "cpu"] = Field(
+        "auto", description="Analysis actors on GPUs, on CPUs, or GPUs when the cluster has any."
+    )
+    cpu_analysers_per_node: int = Field(
+        1, ge=0, description="Analysis actors per node when analysis runs on CPUs."
+    )
+    placement_retries: int = Field(
+        3, ge=0, description="Times a job is downloaded again elsewhere after its node is lost."
+    )
+    node_refresh_seconds: float = Field(2.0, gt=0, description="How often the bridge reads nodes.")
+    heartbeat_seconds: float = Field(2.0, gt=0, description="How often the bridge heartbeat beats.")
+    # A local Ray (no ray_address): what `vidbrief bridge` starts.
+    ray_num_cpus: int | None = Field(None, ge=1, description="Local Ray CPUs (unset: all cores).")
+    ray_download_slots: int = Field(2, ge=1, description="Local Ray concurrent downloads.")
+
+    # --- Steps
+    step_mode: Literal["real", "synthetic"] = "real"
+    synthetic_seconds: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=lambda: {"download": 0.2, "analyse": 0.5, "brief": 0.1, "report": 0.05}
+    )
+    work_dir: Path = Field(
+        default_factory=lambda: _data_dir() / "work", description="Artefacts per job and step."
+    )
+    reports_url: str = Field(
+        default_factory=lambda: str(_data_dir() / "reports"),
+        description="Where report.pdf and result.json go: a path or an fsspec URL.",
+    )
+    dataset_url: str | None = Field(None, description="Parquet dataset of finished jobs.")
+    allow_private_urls: bool = Field(
+        False, description="Allow loopback/private video and webhook URLs (tests, the demo)."
+    )
+    max_download_mb: float = Field(2048, gt=0)
+    max_duration_seconds: float = Field(4 * 3600, gt=0)
+    download_timeout_seconds: float = Field(1800, gt=0)
+
+    # --- Analysis
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    asr_backend: Literal["auto", "faster-whisper", "transformers"] = "auto"
+    asr_model: str | None = Field(None, description="Model name or path; default bundled tiny.en")
+    frame_sample_fps: float = Field(2.0, gt=0)
+    threads: int = Field(0, ge=0, description="CPU threads for torch/CTranslate2 (0: all cores).")
+
+    # --- LLM
+    llm_provider: str | None = Field(None, description="openai, deepseek, qwen, gemini, custom.")
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_timeout_seconds: float = Field(120, gt=0)
+    llm_max_retries: int = Field(4, ge=0)
+    llm_context_tokens: int = Field(12_000, ge=1000)
+    llm_concurrency: int = Field(4, ge=1)
+
+    # --- Webhooks
+    webhook_secret: SecretStr | None = Field(None, description="whsec_… signing secret.")
+    webhook_backoff_seconds: Annotated[tuple[float, ...], NoDecode] = (1, 2, 4, 8, 16)
+    webhook_timeout_seconds: float = Field(10, gt=0)
+
+    @field_validator("synthetic_seconds", mode="before")
+    @classmethod
+    def _parse_synthetic(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        out: dict[str, float] = {}
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            name, sep, seconds = part.partition("=")
+            if not sep or name.strip() not in STEP_NAMES:
+                raise ValueError(
+                    f"expected step=seconds pairs with steps {', '.join(STEP_NAMES)}, got {part!r}"
+                )
+            out[name.strip()] = float(seconds)
+        return out
+
+    @field_validator("webhook_backoff_seconds", mode="before")
+    @classmethod
+    def _parse_backoff(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(float(p) for p in value.split(",") if p.strip())
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("whsec_"):
+            raise ValueError("must start with 'whsec_' (Standard Webhooks secret format)")
+        return value
+
+    @cached_property
+    def names(self) -> RedisNames:
+        """The Redis names under this configuration's prefix."""
+        return RedisNames(self.redis_prefix)
+
+    def step_seconds(self, step: str) -> float:
+        """How long a synthetic step sleeps."""
+        return float(self.synthetic_seconds.get(step, 0.0))
+
+    def masked(self) -> dict[str, object]:
+        """All values for display, secrets masked."""
+        return self.model_dump(mode="json")
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (tests, CLI options)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,331 @@
+"""LLM providers and a retrying chat client for any OpenAI-compatible chat-completions API.
+
+Retries are ours, not the SDK's: the ``openai`` client is built with ``max_retries=0`` so that a
+single policy applies everywhere (tenacity: exponential backoff with full jitter, ``Retry-After``
+honoured and capped, ``VIDBRIEF_LLM_MAX_RETRIES`` retries). What still fails after that becomes a
+step error: transient trouble (429, 5xx, timeouts, connection errors) → ``RetryableStepError`` so
+the bridge tries the step again later; everything else (401, 400, 404, …) →
+``PermanentStepError``. The API key is a ``SecretStr`` until the client is built and is never
+logged.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import tenacity
+from pydantic import SecretStr
+
+from ingest.errors import ConfigError, PermanentStepError, RetryableStepError, StepError
+from ingest.settings import Settings
+
+if TYPE_CHECKING:
+    import openai
+
+log = logging.getLogger(__name__)
+
+STEP = "brief"
+CUSTOM = "custom"
+#: The SDK refuses an empty key and would otherwise fall back to ``OPENAI_API_KEY`` from the
+#: environment, sending a real OpenAI key to a local server. Local servers ignore the value.
+NO_KEY_PLACEHOLDER = "no-key"
+BACKOFF_BASE_S = 1.0  # first jittered wait is uniform in [0, 1 s], then doubles
+BACKOFF_MAX_S = 30.0  # no single jittered wait is longer
+RETRY_AFTER_MAX_S = 60.0  # a server's Retry-After is honoured up to this
+TRANSIENT_STATUS = frozenset({408, 409, 429})  # plus every 5xx
+ERROR_DETAIL_CHARS = 300  # of the server's error body, in our messages
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A named OpenAI-compatible endpoint with a sensible default model."""
+
+    name: str
+    base_url: str | None
+    default_model: str | None
+    key_required: bool = True
+
+
+PROVIDERS: dict[str, Provider] = {
+    p.name: p
+    for p in (
+        Provider("openai", "https://api.openai.com/v1", "gpt-4o-mini"),
+        Provider("deepseek", "https://api.deepseek.com", "deepseek-chat"),
+        Provider("qwen", "https://dashscope.aliyuncs.com/compatible-mode/v1", "qwen-plus"),
+        Provider(
+            "gemini", "https://generativelanguage.googleapis.com/v1beta/openai/", "gemini-2.5-flash"
+        ),
+        # vLLM, Ollama, llama.cpp, LM Studio…: base URL and model must be given, key optional.
+        Provider(CUSTOM, None, None, key_required=False),
+    )
+}
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """The resolved endpoint. ``api_key`` stays a SecretStr so reprs and logs mask it."""
+
+    provider: str
+    base_url: str
+    model: str
+    api_key: SecretStr | None
+    timeout_s: float
+    max_retries: int
+    concurrency: int
+    context_tokens: int
+
+
+def resolve_config(settings: Settings) -> LLMConfig | None:
+    """The LLM endpoint from settings, or None when none is configured (offline brief).
+
+    A base URL without a provider means ``custom``. A named cloud provider without a key counts
+    as not configured. An unknown provider, or a custom one without base URL or model, is a
+    ConfigError (misconfiguration should not silently degrade to the offline brief).
+    """
+    provider = _provider(settings)
+    if provider is None:
+        return None
+    key = settings.llm_api_key
+    if key is not None and not key.get_secret_value():
+        key = None
+    if provider.key_required and key is None:
+        log.warning(
+            "LLM provider %s has no API key (set VIDBRIEF_LLM_API_KEY): writing the offline "
+            "extractive brief",
+            provider.name,
+        )
+        return None
+    return LLMConfig(
+        provider=provider.name,
+        base_url=_base_url(settings, provider),
+        model=_model(settings, provider),
+        api_key=key,
+        timeout_s=settings.llm_timeout_seconds,
+        max_retries=settings.llm_max_retries,
+        concurrency=settings.llm_concurrency,
+        context_tokens=settings.llm_context_tokens,
+    )
+
+
+def llm_configured(settings: Settings) -> bool:
+    """Whether an LLM is configured; False means the offline extractive brief is written."""
+    return resolve_config(settings) is not None
+
+
+def _provider(settings: Settings) -> Provider | None:
+    name = (settings.llm_provider or "").strip().lower()
+    if not name:
+        return PROVIDERS[CUSTOM] if settings.llm_base_url else None
+    if name not in PROVIDERS:
+        known = ", ".join(PROVIDERS)
+        raise ConfigError(f"VIDBRIEF_LLM_PROVIDER={name!r} is unknown; set it to one of {known}")
+    return PROVIDERS[name]
+
+
+def _base_url(settings: Settings, provider: Provider) -> str:
+    url = settings.llm_base_url or provider.base_url
+    if not url:
+        raise ConfigError(f"LLM provider {provider.name!r} needs VIDBRIEF_LLM_BASE_URL")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"VIDBRIEF_LLM_BASE_URL={url!r} must be an http or https URL")
+    return url
+
+
+def _model(settings: Settings, provider: Provider) -> str:
+    model = settings.llm_model or provider.default_model
+    if not model:
+        raise ConfigError(f"LLM provider {provider.name!r} needs VIDBRIEF_LLM_MODEL")
+    return model
+
+
+def make_openai_client(config: LLMConfig) -> openai.OpenAI:
+    """The SDK client: explicit timeout, SDK retries off (ours wrap every call)."""
+    import openai
+
+    key = config.api_key.get_secret_value() if config.api_key else NO_KEY_PLACEHOLDER
+    return openai.OpenAI(
+        base_url=config.base_url, api_key=key, timeout=config.timeout_s, max_retries=0
+    )
+
+
+# --- retry policy -------------------------------------------------------------------------
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or an HTTP date), or None."""
+    if value is None or not value.strip():
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _retry_after(exc: BaseException | None) -> float | None:
+    response = getattr(exc, "response", None)
+    if response is None:
+        return None
+    return parse_retry_after(response.headers.get("retry-after"))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """429, 408, 409, 5xx, timeouts and connection errors: worth another try."""
+    import openai
+
+    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in TRANSIENT_STATUS or exc.status_code >= 500
+    return False
+
+
+class _Wait(tenacity.wait.wait_base):
+    """Retry-After when the server sent one (capped), else exponential backoff, full jitter."""
+
+    def __init__(self, base_s: float, max_s: float, retry_after_max_s: float) -> None:
+        self._jitter = tenacity.wait_random_exponential(multiplier=base_s, max=max_s)
+        self._retry_after_max_s = retry_after_max_s
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        outcome = retry_state.outcome
+        server_says = _retry_after(outcome.exception() if outcome else None)
+        if server_says is not None:
+            return min(server_says, self._retry_after_max_s)
+        return self._jitter(retry_state)
+
+
+def _log_retry(retry_state: tenacity.RetryCallState) -> None:
+    exc = retry_state.outcome.exception() if retry_state.outcome else None
+    wait = retry_state.next_action.sleep if retry_state.next_action else 0.0
+    # The exception's class and status only: bodies may echo request data, never log headers.
+    log.warning(
+        "LLM call failed (%s %s); retry %d in %.2f s",
+        type(exc).__name__,
+        getattr(exc, "status_code", ""),
+        retry_state.attempt_number,
+        wait,
+    )
+
+
+# --- the client ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    """The assistant's text and the tokens it cost."""
+
+    content: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    finish_reason: str | None = None
+
+
+class LLMClient:
+    """Chat completions in JSON mode with our retry policy; thread-safe (map calls share it)."""
+
+    def __init__(
+        self,
+        client: openai.OpenAI,
+        config: LLMConfig,
+        *,
+        backoff_base_s: float = BACKOFF_BASE_S,
+        backoff_max_s: float = BACKOFF_MAX_S,
+        retry_after_max_s: float = RETRY_AFTER_MAX_S,
+    ) -> None:
+        self.client = client
+        self.config = config
+        self._wait = _Wait(backoff_base_s, backoff_max_s, retry_after_max_s)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **policy: float) -> LLMClient | None:
+        """A client for the configured endpoint, or None when no LLM is configured."""
+        config = resolve_config(settings)
+        if config is None:
+            return None
+        return cls(make_openai_client(config), config, **policy)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> LLMClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def chat_json(self, messages: list[dict[str, str]]) -> ChatReply:
+        """One chat completion asking for a JSON object, retried on transient errors."""
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.config.max_retries + 1),
+            wait=self._wait,
+            retry=tenacity.retry_if_exception(is_transient),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        try:
+            response = retrying(self._create, messages)
+        except Exception as e:
+            raise self._step_error(e) from e
+        return _reply(response)
+
+    def _create(self, messages: list[dict[str, str]]) -> Any:
+        return self.client.chat.completions.create(
+            model=self.config.model,
+            messages=messages,  # type: ignore[arg-type]
+            # json_object (not json_schema) is what all the named providers and vLLM/Ollama
+            # accept; the schema is spelled out in the system prompt and checked by pydantic.
+            # No temperature: some models (reasoning ones) reject any value but the default.
+            response_format={"type": "json_object"},
+        )
+
+    def _step_error(self, exc: Exception) -> StepError:
+        import openai
+
+        where = f"{self.config.provider} ({self.config.model} at {self.config.base_url})"
+        attempts = self.config.max_retries + 1
+        if isinstance(exc, openai.APIStatusError):
+            detail = str(exc.message)[:ERROR_DETAIL_CHARS]
+            message = f"LLM {where} answered HTTP {exc.status_code}: {detail}"
+            message += _hint(exc.status_code)
+        elif isinstance(exc, openai.APIConnectionError):
+            message = f"LLM {where} could not be reached: {type(exc).__name__}: {exc}"
+        else:
+            return PermanentStepError(f"LLM call to {where} failed: {exc!r}", step=STEP)
+        if is_transient(exc):
+            message += f" (gave up after {attempts} attempts; set VIDBRIEF_LLM_MAX_RETRIES)"
+            return RetryableStepError(message, step=STEP)
+        return PermanentStepError(message, step=STEP)
+
+
+def _hint(status: int) -> str:
+    if status in (401, 403):
+        return " (check VIDBRIEF_LLM_API_KEY)"
+    if status == 404:
+        return " (check VIDBRIEF_LLM_MODEL and VIDBRIEF_LLM_BASE_URL)"
+    return ""
+
+
+def _reply(response: Any) -> ChatReply:
+    choices = getattr(response, "choices", None) or []
+    message = choices[0].message if choices else None
+    usage = getattr(response, "usage", None)
+    return ChatReply(
+        content=(message.content if message else None) or "",
+        prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+        completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+        total_tokens=getattr(usage, "total_tokens", 0) or 0,
+        finish_reason=choices[0].finish_reason if choices else None,
+    )

@@ -1,0 +1,114 @@
+"""The four steps in-process on one URL: no Redis, no Ray (``vidbrief run-local``).
+
+The same :func:`pipeline.chain.run_step` the bridge's tasks call, in order, in this process.
+Progress goes to a callback; without one, a rich progress bar on stderr shows it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ingest.models import parse_request
+from ingest.settings import STEP_NAMES, Settings
+from pipeline.chain import run_step
+from pipeline.context import JobContext
+from pipeline.models import ReportFiles
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """One step of a local run started, completed or failed."""
+
+    step: str
+    index: int  # 1-based position in the chain
+    total: int
+    status: Literal["started", "completed", "failed"]
+    seconds: float | None = None
+    error: str | None = None
+
+
+ProgressCallback = Callable[[StepEvent], None]
+
+
+def run_local(
+    url: str,
+    out_dir: str | Path | None,
+    settings: Settings,
+    on_progress: ProgressCallback | None = None,
+    *,
+    job_id: str | None = None,
+    instructions: str | None = None,
+    language: str | None = None,
+) -> ReportFiles:
+    """Download, analyse, brief and report one URL here; files go to ``out_dir/<job_id>/``.
+
+    Always the real steps (``VIDBRIEF_STEP_MODE=synthetic`` is for the bridge's benchmarks).
+    ``out_dir`` None keeps ``settings.reports_url``. Raises InvalidRequest for a bad URL or
+    option, and the failing step's StepError.
+    """
+    fields = {"url": url, "job_id": job_id, "instructions": instructions, "language": language}
+    request = parse_request({k: v for k, v in fields.items() if v is not None}).with_job_id()
+    update: dict[str, Any] = {"step_mode": "real"}
+    if out_dir is not None:
+        update["reports_url"] = str(Path(out_dir).expanduser().resolve())
+    ctx = JobContext(
+        job_id=str(request.job_id), request=request, settings=settings.model_copy(update=update)
+    )
+    if on_progress is not None:
+        return _run_steps(ctx, on_progress)
+    with rich_progress() as show:
+        return _run_steps(ctx, show)
+
+
+def _run_steps(ctx: JobContext, on_progress: ProgressCallback) -> ReportFiles:
+    outputs: list[Any] = []
+    timings: dict[str, float] = {}
+    total = len(STEP_NAMES)
+    for index, step in enumerate(STEP_NAMES, start=1):
+        on_progress(StepEvent(step, index, total, "started"))
+        started = time.perf_counter()
+        # The report step also takes the timings so far (result.json records them).
+        extra = (timings,) if step == "report" else ()
+        try:
+            output = run_step(step, ctx, *outputs, *extra)
+        except Exception as e:
+            seconds = time.perf_counter() - started
+            on_progress(StepEvent(step, index, total, "failed", seconds, f"{e}"))
+            raise
+        timings[step] = round(time.perf_counter() - started, 3)
+        on_progress(StepEvent(step, index, total, "completed", timings[step]))
+        outputs.append(output)
+    return outputs[-1]
+
+
+@contextlib.contextmanager
+def rich_progress() -> Iterator[ProgressCallback]:
+    """A rich progress bar over the four steps (on stderr) and the callback that drives it."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        task = progress.add_task("starting", total=len(STEP_NAMES))
+
+        def on_progress(event: StepEvent) -> None:
+            if event.status == "started":
+                progress.update(task, description=f"{event.step}…")
+            elif event.status == "completed":
+                done = f"{event.step} done ({event.seconds:.1f} s)"
+                progress.update(task, advance=1, description=done)
+            else:
+                progress.update(task, description=f"[red]{event.step} failed")
+
+        yield on_progress

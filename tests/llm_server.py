@@ -1,0 +1,227 @@
+"""A small OpenAI-compatible chat-completions server for tests (stdlib only, loopback).
+
+    with LLMServer() as server:
+        server.script(Reply(status=429, headers={"Retry-After": "1"}), Reply())
+        client = openai.OpenAI(base_url=server.base_url, api_key="sk-test")
+        ...
+        server.requests      # every request: method, path, headers, JSON body
+        server.max_in_flight # most chat requests handled at the same time
+
+Scripted replies are used first, in order; when none is left the ``responder`` answers
+(default: :func:`brief_from_prompt`, a valid BriefContent built from the transcript lines in the
+prompt). Any other path or method is recorded and answered 404, so a test can assert that
+nothing (a PDF renderer, say) fetched anything from it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+CHAT_PATH = "/v1/chat/completions"
+CHARS_PER_TOKEN = 4  # for the usage the server reports
+IDLE_CONNECTION_TIMEOUT_S = 5  # keep-alive handler threads give up after this
+SHUTDOWN_POLL_S = 0.02  # how quickly serve_forever notices shutdown()
+
+
+@dataclass
+class Reply:
+    """One scripted answer. ``content`` → a normal completion; ``body`` → sent as is."""
+
+    status: int = 200
+    content: str | None = None
+    body: Any = None  # dict → JSON; str/bytes → raw (for malformed bodies); None → completion
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    json: Any
+
+    def messages_text(self) -> str:
+        """All message contents of a chat request, joined."""
+        messages = (self.json or {}).get("messages", [])
+        return "\n".join(str(m.get("content", "")) for m in messages)
+
+
+Responder = Callable[[dict[str, Any]], str]
+
+_TIMED_LINE = re.compile(r"^\[(\d+(?:\.\d+)?)s[^\]]*\]\s*(.+)$", re.MULTILINE)
+
+
+def brief_from_prompt(body: dict[str, Any]) -> str:
+    """A valid BriefContent JSON from the ``[12.3s…] text`` lines in the last user message."""
+    user = [m for m in body.get("messages", []) if m.get("role") == "user"]
+    text = str(user[0]["content"]) if user else ""
+    lines = [(float(t), s.strip()) for t, s in _TIMED_LINE.findall(text)]
+    if not lines:
+        lines = [(0.0, "Nothing was said.")]
+    first, last = lines[0][0], lines[-1][0]
+    return json.dumps(
+        {
+            "title": f"Brief: {lines[0][1][:60]}",
+            "summary": " ".join(s for _, s in lines[:3]),
+            "key_points": [{"text": s[:200], "start": t, "quote": s[:200]} for t, s in lines[:3]],
+            "chapters": [{"title": "All of it", "start": first, "end": last, "summary": ""}],
+        }
+    )
+
+
+def completion(model: str, content: str, prompt_chars: int, n: int) -> dict[str, Any]:
+    """A chat.completion body like the API's."""
+    prompt_tokens = prompt_chars // CHARS_PER_TOKEN
+    completion_tokens = len(content) // CHARS_PER_TOKEN
+    return {
+        "id": f"chatcmpl-test-{n}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+class LLMServer:
+    """The server; a context manager that starts it on a free loopback port and stops it."""
+
+    def __init__(self, responder: Responder = brief_from_prompt, delay_s: float = 0.0) -> None:
+        self.responder = responder
+        self.delay_s = delay_s  # added to every chat request (to make concurrency observable)
+        self.requests: list[Recorded] = []
+        self.max_in_flight = 0
+        self._in_flight = 0
+        self._script: deque[Reply] = deque()
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL_S}, daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def chat_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if r.method == "POST" and r.path == CHAT_PATH]
+
+    def script(self, *replies: Reply) -> None:
+        """Queue replies; they are used first, in order, by chat requests."""
+        with self._lock:
+            self._script.extend(replies)
+
+    def __enter__(self) -> LLMServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    # --- used by the handler
+    def record(self, request: Recorded) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    def enter(self) -> Reply | None:
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            return self._script.popleft() if self._script else None
+
+    def leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+
+def _handler_class(server: LLMServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, like the real API behind httpx's pool
+        timeout = IDLE_CONNECTION_TIMEOUT_S
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # quiet tests
+
+        def do_GET(self) -> None:
+            self._record(None)
+            self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                body = json.loads(raw or b"null")
+            except ValueError:
+                body = raw.decode("utf-8", "replace")
+            self._record(body)
+            if self.path != CHAT_PATH:
+                self._send(404, {"error": {"message": "not found"}})
+                return
+            reply = server.enter()
+            try:
+                self._answer(reply, body if isinstance(body, dict) else {}, len(raw))
+            finally:
+                server.leave()
+
+        def _record(self, body: Any) -> None:
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            server.record(Recorded(self.command, self.path, headers, body))
+
+        def _answer(self, reply: Reply | None, body: dict[str, Any], prompt_chars: int) -> None:
+            reply = reply or Reply()
+            time.sleep(server.delay_s + reply.delay_s)
+            payload = reply.body
+            if payload is None and reply.status == 200:
+                content = reply.content if reply.content is not None else server.responder(body)
+                payload = completion(
+                    body.get("model", "?"), content, prompt_chars, len(server.requests)
+                )
+            elif payload is None:
+                payload = {"error": {"message": f"scripted {reply.status}", "type": "server_error"}}
+            self._send(reply.status, payload, reply.headers)
+
+        def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+            data = payload if isinstance(payload, bytes) else None
+            if data is None:
+                data = (
+                    payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+                )
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            try:
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client timed out and left: expected in tests
+
+    return Handler

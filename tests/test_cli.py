@@ -1,0 +1,61 @@
+"""The command line as a user meets it: exit codes, one-line errors, printed ids."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def vidbrief(redis_server, tmp_path):
+    env = {
+        **os.environ,
+        "VIDBRIEF_REDIS_URL": redis_server.url,
+        "VIDBRIEF_STATE_DIR": str(tmp_path / "state"),
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "vidbrief", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+
+    return run
+
+
+def test_submit_with_a_bad_scheme_fails_with_one_line(vidbrief):
+    result = vidbrief("submit", "ftp://x")
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0
+    assert "url: scheme 'ftp' is not allowed" in result.stderr
+
+
+def test_submit_prints_the_job_id_and_status_shows_it(vidbrief, redis_client):
+    result = vidbrief("submit", "https://example.com/v.mp4", "--job-id", "X")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "X"
+    state = json.loads(vidbrief("status", "X", "--json").stdout)
+    assert state["status"] == "queued" and state["url"] == "https://example.com/v.mp4"
+    again = vidbrief("submit", "https://example.com/v.mp4", "--job-id", "X")
+    assert again.stdout.strip() == "X" and "exists already" in again.stderr
+    assert redis_client.xlen("vidbrief:jobs") == 1
+
+
+def test_schema_prints_the_json_schema(vidbrief):
+    schema = json.loads(vidbrief("schema").stdout)
+    assert schema["required"] == ["url"] and schema["additionalProperties"] is False
+
+
+def test_status_of_an_unknown_job_is_an_error(vidbrief):
+    result = vidbrief("status", "nope")
+    assert result.returncode == 1 and "no job nope" in result.stderr

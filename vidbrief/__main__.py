@@ -1,0 +1,3 @@
+from vidbrief.cli import main
+
+main()
