@@ -193,6 +193,10 @@ class JobState(BaseModel):
     steps: dict[str, StepTiming] = Field(default_factory=dict)
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    #: Webhook delivery summary (written by the webhook worker): pending, delivered, failed…
+    webhook_status: str | None = None
+    webhook_attempts: int = 0
+    webhook_last: str | None = None
 
     @classmethod
     def from_hash(cls, job_id: str, fields: dict[str, str]) -> JobState:

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
         description="Where report.pdf and result.json go: a path or an fsspec URL.",
     )
     dataset_url: str | None = Field(None, description="Parquet dataset of finished jobs.")
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible server for s3:// URLs (MinIO, Ceph …). Unset: AWS."
+    )
     allow_private_urls: bool = Field(
         False, description="Allow loopback/private video and webhook URLs (tests, the demo)."
     )

@@ -4,8 +4,9 @@ Jinja2 (autoescape on: LLM output is text, never markup) → WeasyPrint, tagged 
 renders (else a plain PDF that says so). WeasyPrint reads resources only through
 :class:`JobFileFetcher`: ``file:`` URLs inside the job's own folder and ``data:`` URLs, nothing
 else — no http (no requests to anything the brief names), no other files (no ``/etc/passwd``
-as an attachment). Both files go to ``<reports_url>/<job_id>/`` through :func:`_write_output`,
-each written to a temporary name and renamed, ``result.json`` last (it marks completion).
+as an attachment). Both files go to ``<reports_url>/<job_id>/`` through :func:`_write_output`
+(a path or an fsspec URL, see :mod:`pipeline.storage`), each written so that no reader sees half
+of it, ``result.json`` last (it marks completion).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import json
 import logging
 import mimetypes
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 from ingest.errors import ConfigError, PermanentStepError
+from pipeline import storage
 from pipeline.brief import clip, fmt_time, video_duration
 from pipeline.context import JobContext
 from pipeline.models import Analysis, Brief, Media, ReportFiles, Shot
@@ -46,7 +47,6 @@ YOUTUBE_HOSTS = frozenset(
     {"youtube.com", "www.youtube.com", "m.youtube.com", "music.youtube.com", "youtu.be"}
 )
 OFFLINE_LABEL = "offline extractive brief"
-OUTPUT_MODE = 0o644  # rw-r--r-- for report.pdf and result.json
 FOOTER_TITLE_CHARS = 70  # one line of the footer at 8 pt
 PROVIDER_NAMES = {
     "openai": "OpenAI",
@@ -88,35 +88,11 @@ def run(
 
 
 def _write_output(reports_url: str, job_id: str, name: str, data: bytes) -> str:
-    """Write ``<reports_url>/<job_id>/<name>`` atomically; return where it is.
-
-    Local paths (and ``file://`` URLs) only for now: the one place to swap in fsspec.
-    """
-    folder = _local_reports_dir(reports_url) / job_id
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    """Write ``<reports_url>/<job_id>/<name>`` atomically (a path or fsspec URL); return where."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, OUTPUT_MODE)  # mkstemp makes 0600; readers of the reports need more
-        os.replace(tmp, folder / name)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return str(folder / name)
-
-
-def _local_reports_dir(reports_url: str) -> Path:
-    parts = urlsplit(reports_url)
-    if parts.scheme == "file":
-        return Path(url2pathname(parts.path))
-    if parts.scheme and len(parts.scheme) > 1:  # one letter: a Windows drive, not a scheme
-        raise ConfigError(
-            f"VIDBRIEF_REPORTS_URL={reports_url!r}: only local paths are supported so far"
-        )
-    return Path(reports_url).expanduser()
+        return storage.write_bytes(reports_url, f"{job_id}/{name}", data)
+    except ConfigError as e:
+        raise ConfigError(f"VIDBRIEF_REPORTS_URL: {e}") from e
 
 
 # --- the URL fetcher ------------------------------------------------------------------------

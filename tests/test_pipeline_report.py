@@ -253,7 +253,7 @@ def test_write_output_paths(tmp_path: Path) -> None:
     assert Path(url) == tmp_path / "j1" / "result.json" and Path(url).read_bytes() == b"{}"
     assert Path(url).stat().st_mode & 0o777 == 0o644
     with pytest.raises(ConfigError, match="VIDBRIEF_REPORTS_URL"):
-        report._write_output("s3://bucket/reports", "j1", "result.json", b"{}")
+        report._write_output("nosuch://bucket/reports", "j1", "result.json", b"{}")
 
 
 # --- hostile content --------------------------------------------------------------------------

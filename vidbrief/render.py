@@ -44,6 +44,11 @@ def job_table(state: JobState) -> Table:
         f"created {clock(state.created_at)}",
         f"finished {clock(state.finished_at)}",
     ]
+    if state.webhook_status:
+        caption.append(
+            f"webhook {state.webhook_status} after {state.webhook_attempts} attempt(s)"
+            + (f" — {state.webhook_last}" if state.webhook_last else "")
+        )
     if state.error:
         caption.append(f"error {json.dumps(state.error)}")
     if state.result:
