@@ -21,7 +21,7 @@ class JobContext:
     @property
     def workdir(self) -> Path:
         """This job's private folder on the node running the step."""
-        return Path(self.settings.work_dir) / self.job_id
+        return Path(self.settings.work_dir).expanduser().absolute() / self.job_id
 
     def step_dir(self, step: str) -> Path:
         """A step's artefact folder (created on demand)."""

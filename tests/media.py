@@ -11,174 +11,29 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import http.server
 import mimetypes
 import os
 import re
-import shutil
 import socket
-import subprocess
-import tempfile
 import threading
-import wave
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import numpy as np
+from vidbrief.samples import (  # noqa: F401 (re-exported for the tests)
+    AUDIO_RATE_HZ,
+    make_sample_video,
+    sample_audio,
+    speak,
+)
 
-AUDIO_RATE_HZ = 22_050  # espeak-ng's native rate
-SHOT_COLOURS_RGB = [(200, 40, 40), (30, 160, 60), (40, 60, 200), (220, 200, 40), (160, 40, 200)]
 HUGE_FILE_BYTES = 10 * 1024**3
 SERVER_CHUNK_BYTES = 64 * 1024
 SERVER_SNDBUF_BYTES = 16 * 1024  # small, so bytes "sent" is close to bytes the client read
 SERVER_SOCKET_TIMEOUT_S = 10.0
-
-
-# --------------------------------------------------------------------------- sample video
-
-
-def speak(text: str, path: Path, *, words_per_minute: int = 150) -> bool:
-    """Write espeak-ng speech of ``text`` to a WAV file; False when espeak-ng is missing."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        return False
-    subprocess.run(
-        [exe, "-w", str(path), "-s", str(words_per_minute), text],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    return True
-
-
-def _read_wav_mono(path: Path) -> tuple[np.ndarray, int]:
-    with wave.open(str(path), "rb") as w:
-        raw = w.readframes(w.getnframes())
-        rate, channels = w.getframerate(), w.getnchannels()
-    samples = np.frombuffer(raw, dtype=np.int16).reshape(-1, channels)[:, 0]
-    return samples.astype(np.float32) / 32768.0, rate
-
-
-def _tone(seconds: float, rate: int) -> np.ndarray:
-    """A quiet warbling tone: an audio track with content where no TTS is available."""
-    t = np.arange(int(seconds * rate), dtype=np.float32) / rate
-    return (0.2 * np.sin(2 * np.pi * (220 + 80 * np.sin(2 * np.pi * 0.5 * t)) * t)).astype(
-        np.float32
-    )
-
-
-def sample_audio(text: str, seconds: float, rate: int = AUDIO_RATE_HZ) -> np.ndarray:
-    """Speech of ``text`` (or a tone), padded with silence or trimmed to ``seconds``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "speech.wav"
-        if text and speak(text, wav):
-            audio, speech_rate = _read_wav_mono(wav)
-            if speech_rate != rate:
-                audio = np.interp(
-                    np.arange(0, len(audio), speech_rate / rate), np.arange(len(audio)), audio
-                ).astype(np.float32)
-        else:
-            audio = _tone(seconds, rate)
-    # Half a second of lead-in silence, as a real recording would have.
-    lead = np.zeros(int(0.5 * rate), dtype=np.float32)
-    audio = np.concatenate([lead, audio])[: int(seconds * rate)]
-    return np.pad(audio, (0, int(seconds * rate) - len(audio)))
-
-
-@functools.lru_cache(maxsize=8)
-def _shot_background(shot: int, size: tuple[int, int]) -> np.ndarray:
-    """The shot's colour with a per-shot stripe width (read-only; copied per frame)."""
-    width, height = size
-    colour = np.array(SHOT_COLOURS_RGB[shot % len(SHOT_COLOURS_RGB)], dtype=np.uint8)
-    img = np.empty((height, width, 3), dtype=np.uint8)
-    img[:] = colour
-    img[:, (np.arange(width) // (8 + 4 * shot)) % 2 == 0] //= 2
-    img.flags.writeable = False
-    return img
-
-
-def _frame_rgb(
-    index: int,
-    fps: int,
-    size: tuple[int, int],
-    cuts: list[float],
-    noise: float,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """One frame: the shot's background, a moving square, optional noise."""
-    width, height = size
-    t = index / fps
-    shot = sum(1 for c in cuts if t >= c)
-    img = _shot_background(shot, size).copy()
-    side = max(8, height // 9)
-    x = int((t * width / 8) % max(1, width - side))
-    img[height // 2 - side // 2 : height // 2 + side // 2, x : x + side] = 255 - img[0, 0]
-    if noise:
-        jitter = rng.integers(-int(noise * 127), int(noise * 127) + 1, img.shape, dtype=np.int16)
-        img = np.clip(img + jitter, 0, 255).astype(np.uint8)
-    return img
-
-
-def make_sample_video(
-    path: Path,
-    *,
-    seconds: float,
-    cuts: list[float],
-    text: str,
-    size: tuple[int, int] = (320, 180),
-    fps: int = 25,
-    noise: float = 0.0,
-    audio: bool = True,
-    preset: str = "veryfast",
-) -> Path:
-    """Write an H.264 + AAC mp4 with hard cuts at ``cuts`` (seconds) and speech of ``text``.
-
-    ``noise`` (0..1) adds per-frame random noise, which makes the file large (size tests);
-    ``audio=False`` leaves the audio track out.
-    """
-    import av
-
-    path = Path(path)
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
-        video.options = {"preset": preset, "crf": "26"}
-        sound = out.add_stream("aac", rate=AUDIO_RATE_HZ) if audio else None
-        if sound is not None:
-            sound.layout = "mono"
-        _write_video(out, video, seconds, fps, size, cuts, noise, rng)
-        if sound is not None:
-            _write_audio(out, sound, sample_audio(text, seconds))
-    return path
-
-
-def _write_video(out, stream, seconds, fps, size, cuts, noise, rng) -> None:
-    import av
-
-    for i in range(round(seconds * fps)):
-        frame = av.VideoFrame.from_ndarray(_frame_rgb(i, fps, size, cuts, noise, rng), "rgb24")
-        frame.pts, frame.time_base = i, Fraction(1, fps)
-        out.mux(stream.encode(frame))
-    out.mux(stream.encode(None))
-
-
-def _write_audio(out, stream, samples: np.ndarray) -> None:
-    import av
-
-    block = 1024
-    for start in range(0, len(samples), block):
-        chunk = samples[start : start + block].reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
-        frame.sample_rate, frame.pts = AUDIO_RATE_HZ, start
-        frame.time_base = Fraction(1, AUDIO_RATE_HZ)
-        out.mux(stream.encode(frame))
-    out.mux(stream.encode(None))
 
 
 def write_vtt(path: Path, cues: list[tuple[float, float, str]]) -> Path:
