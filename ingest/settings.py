@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     synthetic_seconds: Annotated[dict[str, float], NoDecode] = Field(
         default_factory=lambda: {"download": 0.2, "analyse": 0.5, "brief": 0.1, "report": 0.05}
     )
+    synthetic_jitter: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Synthetic durations vary per job by up to this fraction (deterministic).",
+    )
     work_dir: Path = Field(
         default_factory=lambda: _data_dir() / "work", description="Artefacts per job and step."
     )

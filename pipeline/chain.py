@@ -19,6 +19,7 @@ fails it with a retryable error on attempts 1..N (default N=1), then succeeds.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -31,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BaseModel
 
 from ingest.errors import PermanentStepError, RetryableStepError
+from ingest.settings import Settings
 from pipeline.context import JobContext
 
 #: Custom Ray resource a node offers per concurrent download (``ray start --resources``).
@@ -92,9 +94,27 @@ def run_step(step: str, ctx: JobContext, *earlier: Any) -> Any:
 def _compute(step: str, ctx: JobContext, *earlier: Any) -> Any:
     if ctx.settings.step_mode == "synthetic":
         _inject_failure(step, ctx)
-        time.sleep(ctx.settings.step_seconds(step))
+        time.sleep(synthetic_duration(ctx.settings, ctx.job_id, step))
         return synthetic_output(step, ctx)
     return STEPS[step].function()(ctx, *earlier)
+
+
+#: Bits of the (job, step) digest that make the jitter draw.
+_JITTER_BITS = 64
+
+
+def synthetic_duration(settings: Settings, job_id: str, step: str) -> float:
+    """How long a synthetic step sleeps: base × (1 + jitter × u), u in [-1, 1] from (job, step).
+
+    A digest, not ``hash()`` (salted per process), so every worker and the benchmark's lower
+    bound get the same duration for the same job.
+    """
+    base, jitter = settings.step_seconds(step), settings.synthetic_jitter
+    if not jitter or not base:
+        return base
+    digest = hashlib.blake2b(f"{job_id}\x00{step}".encode(), digest_size=_JITTER_BITS // 8)
+    u = 2 * int.from_bytes(digest.digest(), "big") / (2**_JITTER_BITS - 1) - 1
+    return max(0.0, base * (1 + jitter * u))
 
 
 def _inject_failure(step: str, ctx: JobContext) -> None:

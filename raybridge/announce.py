@@ -1,0 +1,77 @@
+"""What follows a stored outcome: the completion webhook (queued for rq) and the dataset row.
+
+Both run after the job hash, the terminal event and the XACK are committed, so neither can
+lose or repeat a job; a failure here is logged and never changes the job's outcome. The
+webhook worker delivers (and retries) on its own; the dataset is a record for analytics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import redis
+
+from ingest.models import JobState, JobStatus
+from ingest.settings import Settings
+from raybridge.outcome import Outcome
+
+log = logging.getLogger(__name__)
+
+DATASET_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED)
+
+
+class Announcer:
+    """Queues webhooks and appends dataset rows for finished jobs (off the event loop)."""
+
+    def __init__(self, settings: Settings, redis_url: str) -> None:
+        self.settings = settings
+        self.redis_url = redis_url
+        self._sync: redis.Redis | None = None
+
+    async def finished(self, state: JobState, outcome: Outcome, event: bytes) -> None:
+        """Called once per job, after its outcome is stored."""
+        await asyncio.to_thread(self._announce, state, outcome, event)
+
+    def _announce(self, state: JobState, outcome: Outcome, event: bytes) -> None:
+        webhook_url = (state.request or {}).get("webhook_url")
+        if webhook_url:
+            self._guarded("webhook", self._queue_webhook, state.job_id, webhook_url, event)
+        if self.settings.dataset_url and outcome.status in DATASET_STATUSES:
+            self._guarded("dataset row", self._append_row, state, outcome)
+
+    def _guarded(self, what: str, action: Any, *args: Any) -> None:
+        try:
+            action(*args)
+        except Exception:
+            log.exception("job %s: %s not written", getattr(args[0], "job_id", args[0]), what)
+
+    def _queue_webhook(self, job_id: str, url: str, event: bytes) -> None:
+        from ingest.webhooks import enqueue_webhook
+
+        if self._sync is None:
+            self._sync = redis.Redis.from_url(self.redis_url)
+        enqueue_webhook(self._sync, self.settings, job_id, url, event)
+
+    def _append_row(self, state: JobState, outcome: Outcome) -> None:
+        from pipeline import dataset, storage
+
+        finished = state.model_copy(
+            update={"status": outcome.status, "result": outcome.result, "error": outcome.error}
+        )
+        if finished.finished_at is None:
+            finished = finished.model_copy(update={"finished_at": finished.updated_at})
+        extra = {
+            k: v
+            for k, v in (outcome.result or {}).items()
+            if k in ("report_url", "result_url", "duration_s")
+        }
+        if outcome.result and outcome.result.get("token_usage"):
+            extra["token_usage"] = outcome.result["token_usage"]
+        url = self.settings.dataset_url or ""
+        dataset.append_rows(
+            url,
+            [dataset.row_from_state(finished, extra)],
+            storage.settings_options(self.settings, url),
+        )

@@ -1,0 +1,124 @@
+"""Where a job's download goes: a pure function over a snapshot of the cluster.
+
+The rule
+--------
+A job's analysis must run on the node that downloaded its video, so the download node *is* the
+analysis node. Each node with analysers (one warm analysis actor per GPU, or per-node CPU
+actors when the cluster has no GPU) is a queue: the jobs assigned to it are downloading,
+downloaded and waiting, or being analysed. A new job goes to the node where its analysis would
+start soonest, i.e. the smallest ``(assigned + 1) / analysers`` — the GPU backlog divided by the
+GPUs, counting the new job. Ties go to the node with more analysers, then more download slots,
+then the lower node id (deterministic).
+
+A node takes at most ``analysers + lookahead`` jobs (``lookahead`` defaults to one per
+analyser): enough that the next video is on disk when a GPU frees (downloads overlap analysis),
+few enough that one node cannot hoard the stream while another GPU idles — the starvation the
+seed article fights with a per-node ``step_a_slot``. A job that finds every node full waits in
+the bridge's window, not on a node.
+
+A job resumed after a bridge restart prefers the node that holds its download (``prefer``) as
+long as that node is alive and still has analysers, whatever its look-ahead, since its video is
+already there.
+
+Cluster resources (``ray start --resources``; the README copies these lines)
+---------------------------------------------------------------------------
+``vidbrief_download``: concurrent downloads a node runs (a node without it gets no download and
+so no analysis). ``vidbrief_report``: nodes that can write the reports location (the report
+step asks for 0.01 of it). GPUs: one analysis actor per GPU. For example::
+
+    # head: runs the bridge, briefs and reports; no GPU
+    ray start --head --port=6379 --num-cpus=8 --resources='{"vidbrief_report": 8}'
+    # a GPU worker: 2 GPUs, 2 concurrent downloads
+    ray start --address=HEAD:6379 --num-gpus=2 --resources='{"vidbrief_download": 2}'
+    # a CPU-only cluster: analysis runs on CPU actors (VIDBRIEF_CPU_ANALYSERS_PER_NODE each)
+    ray start --address=HEAD:6379 --num-cpus=16 --resources='{"vidbrief_download": 2}'
+
+Settings: ``VIDBRIEF_DOWNLOAD_LOOKAHEAD`` (jobs per node beyond one per analyser),
+``VIDBRIEF_ANALYSIS_ON`` (auto, gpu, cpu), ``VIDBRIEF_CPU_ANALYSERS_PER_NODE``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """What placement needs to know about one node."""
+
+    node_id: str
+    alive: bool = True
+    gpus: float = 0.0
+    download_slots: float = 0.0
+    #: Warm analysis actors on this node (0: it cannot analyse, so it gets no downloads).
+    analysers: int = 0
+    #: This bridge's jobs downloading, downloaded-waiting or analysing here.
+    assigned: int = 0
+
+    def capacity(self, lookahead: int | None) -> int:
+        """Jobs this node may hold at once: one per analyser plus the look-ahead."""
+        extra = self.analysers if lookahead is None else lookahead
+        return self.analysers + extra
+
+    @property
+    def can_analyse(self) -> bool:
+        return self.alive and self.analysers > 0 and self.download_slots > 0
+
+    def has_room(self, lookahead: int | None) -> bool:
+        return self.can_analyse and self.assigned < self.capacity(lookahead)
+
+    @property
+    def start_rank(self) -> float:
+        """How many analysis rounds pass before a new job here starts (lower is sooner)."""
+        return (self.assigned + 1) / self.analysers
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    """The nodes at one moment."""
+
+    nodes: tuple[NodeView, ...] = ()
+
+    def node(self, node_id: str) -> NodeView | None:
+        return next((n for n in self.nodes if n.node_id == node_id), None)
+
+    @property
+    def has_gpus(self) -> bool:
+        return any(n.alive and n.gpus >= 1 for n in self.nodes)
+
+    @property
+    def alive_ids(self) -> frozenset[str]:
+        return frozenset(n.node_id for n in self.nodes if n.alive)
+
+    def with_assigned(self, assigned: Mapping[str, int]) -> ClusterSnapshot:
+        """The same nodes with the bridge's current assignment counts."""
+        return ClusterSnapshot(
+            tuple(replace(n, assigned=assigned.get(n.node_id, 0)) for n in self.nodes)
+        )
+
+
+def _preference(node: NodeView) -> tuple[float, int, float, str]:
+    return (node.start_rank, -node.analysers, -node.download_slots, node.node_id)
+
+
+def choose_node(
+    snapshot: ClusterSnapshot, *, lookahead: int | None = None, prefer: str | None = None
+) -> str | None:
+    """The node for the next job's download, or None when every node is at its look-ahead."""
+    preferred = snapshot.node(prefer) if prefer else None
+    if preferred is not None and preferred.can_analyse:
+        return preferred.node_id
+    candidates = [n for n in snapshot.nodes if n.has_room(lookahead)]
+    if not candidates:
+        return None
+    return min(candidates, key=_preference).node_id
+
+
+def analysers_wanted(node: NodeView, *, on_gpus: bool, cpu_per_node: int) -> int:
+    """How many analysis actors a node should hold: one per whole GPU, or the CPU setting."""
+    if not node.alive or node.download_slots <= 0:
+        return 0  # it would never get a download, so never an analysis
+    if on_gpus:
+        return int(node.gpus)
+    return cpu_per_node

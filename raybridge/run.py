@@ -1,0 +1,191 @@
+"""Running the bridge: ``run_bridge`` for ``vidbrief bridge``, ``start_bridge`` in-process.
+
+``run_bridge`` connects Ray (``VIDBRIEF_RAY_ADDRESS``, or a local Ray with download and report
+resources), resolves Redis (``ingest.connect.redis_url``), starts the bridge actor, and waits.
+SIGTERM or SIGINT drains it (read nothing new, wait up to ``drain_grace_seconds`` for the jobs
+in flight, leave the rest pending for the next bridge) and returns 0.
+
+    python -m raybridge.run        # the same, settings from VIDBRIEF_* variables
+
+Tests and benchmarks start the bridge in their own driver with ``start_bridge`` and stop it
+with ``BridgeHandle.stop`` (a drain).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from ingest.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+#: How long start-up may take (Ray workers, analysis actors warm) before giving up.
+START_TIMEOUT_S = 180.0
+#: How often the waiting driver looks at signals and the actor.
+POLL_S = 0.2
+#: Time for the drain's own clean-up beyond the grace period.
+DRAIN_EXTRA_S = 30.0
+EXIT_OK, EXIT_FAILED = 0, 1
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@dataclass
+class BridgeHandle:
+    """A running bridge actor, as seen from the driver that started it."""
+
+    actor: Any
+    run_ref: Any
+    settings: Settings
+
+    def finished(self) -> bool:
+        """Whether the actor's main loop has ended (drained, or failed)."""
+        import ray
+
+        ready, _ = ray.wait([self.run_ref], timeout=0)
+        return bool(ready)
+
+    def stats(self) -> dict[str, Any]:
+        import ray
+
+        from raybridge.launcher import call
+
+        return ray.get(call(self.actor.stats))
+
+    def cancel(self, job_id: str) -> bool:
+        import ray
+
+        from raybridge.launcher import call
+
+        return ray.get(call(self.actor.cancel, job_id))
+
+    def stop(self, grace_s: float | None = None) -> dict[str, Any]:
+        """Drain (see ``Bridge.drain``), then end the actor. Returns the final stats."""
+        import ray
+
+        from raybridge.launcher import call
+
+        grace = self.settings.drain_grace_seconds if grace_s is None else grace_s
+        try:
+            stats = ray.get(call(self.actor.drain, grace), timeout=grace + DRAIN_EXTRA_S)
+            ray.get(self.run_ref, timeout=DRAIN_EXTRA_S)
+        finally:
+            ray.kill(self.actor, no_restart=True)
+        return stats
+
+
+def connect_ray(settings: Settings) -> bool:
+    """Connect to ``settings.ray_address`` or start a local Ray. True when this call did it."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray on 127.0.0.1
+    import ray
+
+    from pipeline.chain import DOWNLOAD_SLOT, REPORT_NODE
+
+    if ray.is_initialized():
+        return False
+    if settings.ray_address:
+        ray.init(address=settings.ray_address)
+    else:
+        ray.init(
+            num_cpus=settings.ray_num_cpus,
+            include_dashboard=False,
+            resources={DOWNLOAD_SLOT: settings.ray_download_slots, REPORT_NODE: 1},
+        )
+    return True
+
+
+def start_bridge(settings: Settings, redis_url: str) -> BridgeHandle:
+    """Start the bridge actor in the connected Ray; return once it is reading."""
+    import ray
+
+    from raybridge.launcher import call, spawn_bridge
+
+    actor = spawn_bridge(settings, redis_url)
+    run_ref = call(actor.run)
+    done, _ = ray.wait([call(actor.ready), run_ref], num_returns=1, timeout=START_TIMEOUT_S)
+    if done and run_ref not in done:
+        return BridgeHandle(actor, run_ref, settings)
+    try:
+        if done:
+            ray.get(run_ref)  # raises the start-up error
+    finally:
+        ray.kill(actor, no_restart=True)
+    raise TimeoutError(
+        f"the bridge did not start within {START_TIMEOUT_S:.0f} s: are the analysis actors "
+        "pending for GPUs or CPUs the cluster does not have? (see `ray status`)"
+    )
+
+
+def run_bridge(settings: Settings) -> int:
+    """Run a bridge until SIGTERM or SIGINT, then drain. The exit status: 0 after a drain."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    from ingest.connect import redis_url
+
+    url = redis_url(settings)
+    started_ray = connect_ray(settings)
+    stop = threading.Event()
+    previous = _on_signals(stop)  # after ray.init, which may install handlers of its own
+    try:
+        return _serve(start_bridge(settings, url), stop)
+    finally:
+        _restore_signals(previous)
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def _serve(handle: BridgeHandle, stop: threading.Event) -> int:
+    log.info(
+        "bridge %s running (window %d); SIGTERM drains it",
+        handle.settings.bridge_name,
+        handle.settings.window,
+    )
+    while not stop.wait(POLL_S):
+        if handle.finished():
+            return _ended_by_itself(handle)
+    log.info("signal received: draining (grace %.0f s)", handle.settings.drain_grace_seconds)
+    stats = handle.stop()
+    log.info("drained: %s jobs left pending for the next bridge", stats.get("left_pending"))
+    return EXIT_OK
+
+
+def _ended_by_itself(handle: BridgeHandle) -> int:
+    import ray
+
+    try:
+        ray.get(handle.run_ref)
+    except Exception as e:  # the actor died or its loop raised: report it, fail the process
+        log.error("the bridge stopped unexpectedly: %s", e)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+_Handler = Any
+
+
+def _on_signals(stop: threading.Event) -> dict[int, _Handler]:
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    return {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _restore_signals(previous: dict[int, _Handler]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def main() -> None:
+    sys.exit(run_bridge(get_settings()))
+
+
+if __name__ == "__main__":
+    main()

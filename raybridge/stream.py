@@ -1,0 +1,239 @@
+"""Stream I/O of the bridge: read, reclaim, acknowledge, dead-letter, publish outcomes.
+
+Everything the bridge writes for one fact goes in one MULTI (rq's ``pipeline=None`` idiom: a
+writer takes an optional pipeline and runs its own transaction when given none), so the job
+hash, the event and the XACK land together or not at all. An entry is acknowledged only after
+its outcome is stored: a bridge that dies before that leaves it pending, and the next bridge
+(same name: its own pending entries; another name: XAUTOCLAIM after ``claim_idle_ms``) runs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ResponseError, WatchError
+
+from ingest.models import JobStatus
+from ingest.names import BRIDGE_GROUP, EVENT_FIELD, RedisNames
+
+log = logging.getLogger(__name__)
+
+#: How long one XREADGROUP waits for new entries; also bounds how late a drain is noticed.
+READ_BLOCK_MS = 1000
+FINISHED = frozenset(s.value for s in JobStatus if s.finished)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One jobs-stream entry as delivered to this bridge."""
+
+    stream_id: str
+    #: The entry's fields; empty when the entry was deleted from the stream after delivery.
+    fields: Mapping[str, str]
+    deliveries: int = 1
+
+
+class JobStream:
+    """The bridge's side of ``vidbrief:jobs`` (consumer group ``bridge``) and its outputs."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        names: RedisNames,
+        consumer: str,
+        *,
+        claim_idle_ms: int,
+        events_maxlen: int,
+        job_ttl_seconds: int,
+    ) -> None:
+        self.redis = redis
+        self.names = names
+        self.consumer = consumer
+        self.claim_idle_ms = claim_idle_ms
+        self.events_maxlen = events_maxlen
+        self.job_ttl_seconds = job_ttl_seconds
+        self._claim_cursor = "0-0"
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def ensure_group(self) -> None:
+        """Create the group (and the stream) if missing; from the start, so no entry is skipped."""
+        with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
+            await self.redis.xgroup_create(self.names.jobs, BRIDGE_GROUP, id="0", mkstream=True)
+
+    async def read_new(self, count: int, block_ms: int = READ_BLOCK_MS) -> list[Entry]:
+        """Up to ``count`` entries never delivered before (blocks up to ``block_ms``)."""
+        reply = await self.redis.xreadgroup(
+            BRIDGE_GROUP, self.consumer, {self.names.jobs: ">"}, count=count, block=block_ms
+        )
+        return [Entry(sid, fields or {}) for sid, fields in _entries(reply)]
+
+    async def read_own_pending(self, after: str, count: int) -> list[Entry]:
+        """Entries delivered to this consumer name before (a restarted bridge), after ``after``."""
+        reply = await self.redis.xreadgroup(
+            BRIDGE_GROUP, self.consumer, {self.names.jobs: after}, count=count
+        )
+        return await self._with_deliveries(_entries(reply))
+
+    async def reclaim(self, count: int) -> list[Entry]:
+        """Claim up to ``count`` entries idle for ``claim_idle_ms`` (their bridge is gone)."""
+        reply = await self.redis.xautoclaim(
+            self.names.jobs,
+            BRIDGE_GROUP,
+            self.consumer,
+            self.claim_idle_ms,
+            start_id=self._claim_cursor,
+            count=count,
+        )
+        # Redis >= 7 answers 3 elements, 6.2 answers 2: only the first two mean the same.
+        self._claim_cursor = reply[0]
+        claimed = [(sid, fields) for sid, fields in reply[1] if sid]
+        return await self._with_deliveries(claimed)
+
+    @property
+    def sweep_done(self) -> bool:
+        """Whether the last XAUTOCLAIM reached the end of the pending list."""
+        return self._claim_cursor == "0-0"
+
+    async def keep_alive(self, stream_ids: list[str]) -> None:
+        """Reset the idle time of entries still being worked on, so no other bridge claims them.
+
+        JUSTID leaves the delivery counter alone.
+        """
+        if stream_ids:
+            await self.redis.xclaim(
+                self.names.jobs, BRIDGE_GROUP, self.consumer, 0, stream_ids, justid=True
+            )
+
+    async def is_pending(self, stream_id: str) -> bool:
+        """Whether an entry is delivered to some bridge and not yet acknowledged."""
+        found = await self.redis.xpending_range(
+            self.names.jobs, BRIDGE_GROUP, stream_id, stream_id, 1
+        )
+        return bool(found)
+
+    async def pending_count(self) -> int:
+        return int((await self.redis.xpending(self.names.jobs, BRIDGE_GROUP))["pending"])
+
+    async def _with_deliveries(self, entries: list[tuple[str, dict[str, str]]]) -> list[Entry]:
+        if not entries:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid, _ in entries:
+                pipe.xpending_range(self.names.jobs, BRIDGE_GROUP, sid, sid, 1)
+            found = await pipe.execute()
+        counts = [int(f[0]["times_delivered"]) if f else 1 for f in found]
+        pairs = zip(entries, counts, strict=True)
+        return [Entry(sid, fields or {}, n) for (sid, fields), n in pairs]
+
+    # -- writing (pipeline=None: run a transaction of its own) -----------------------------
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, pipeline: Pipeline | None = None) -> AsyncIterator[Pipeline]:
+        """The given pipeline, or a new MULTI that is executed when the block ends."""
+        if pipeline is not None:
+            yield pipeline
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            yield pipe
+            await pipe.execute()
+
+    async def ack(self, stream_ids: list[str], pipeline: Pipeline | None = None) -> None:
+        async with self.transaction(pipeline) as pipe:
+            pipe.xack(self.names.jobs, BRIDGE_GROUP, *stream_ids)
+
+    async def publish(self, event: bytes, pipeline: Pipeline | None = None) -> None:
+        """XADD a CloudEvent to the events stream, trimmed approximately."""
+        async with self.transaction(pipeline) as pipe:
+            pipe.xadd(
+                self.names.events,
+                {EVENT_FIELD: event},
+                maxlen=self.events_maxlen,
+                approximate=True,
+            )
+
+    async def dead_letter(
+        self, entry: Entry, reason: str, event: bytes, pipeline: Pipeline | None = None
+    ) -> None:
+        """Dead letter + ``job.rejected`` event + XACK, together."""
+        letter = {
+            **entry.fields,
+            "reason": reason,
+            "deliveries": str(entry.deliveries),
+            "stream_id": entry.stream_id,
+        }
+        async with self.transaction(pipeline) as pipe:
+            pipe.xadd(self.names.dead, letter)
+            await self.publish(event, pipe)
+            await self.ack([entry.stream_id], pipe)
+
+    async def update_job(
+        self,
+        job_id: str,
+        fields: Mapping[str, str],
+        pipeline: Pipeline | None = None,
+        *,
+        incr_attempts: bool = False,
+    ) -> None:
+        async with self.transaction(pipeline) as pipe:
+            pipe.hset(self.names.job(job_id), mapping=dict(fields))
+            if incr_attempts:
+                pipe.hincrby(self.names.job(job_id), "attempts", 1)
+
+    async def finish(
+        self, job_id: str, stream_id: str, fields: Mapping[str, str], event: bytes
+    ) -> bool:
+        """Store a job's outcome, publish its terminal event and ack its entry, in one MULTI.
+
+        WATCHes the job hash: if another bridge stored an outcome first (a race after a
+        restart), only the entry is acknowledged. Returns whether this call stored the outcome.
+        """
+        key = self.names.job(job_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    return await self._finish_once(pipe, key, stream_id, fields, event)
+                except WatchError:
+                    continue  # a step wrote progress meanwhile: read the status again
+
+    async def _finish_once(
+        self, pipe: Pipeline, key: str, stream_id: str, fields: Mapping[str, str], event: bytes
+    ) -> bool:
+        await pipe.watch(key)
+        done_already = await pipe.hget(key, "status") in FINISHED
+        pipe.multi()
+        if not done_already:
+            pipe.hset(key, mapping=dict(fields))
+            pipe.expire(key, self.job_ttl_seconds)
+            await self.publish(event, pipe)
+        await self.ack([stream_id], pipe)
+        await pipe.execute()
+        return not done_already
+
+    # -- the control stream and the heartbeat ----------------------------------------------
+
+    async def control_tail(self) -> str:
+        """The id of the newest control message (``0-0`` when none): where reading starts."""
+        newest = await self.redis.xrevrange(self.names.control, count=1)
+        return newest[0][0] if newest else "0-0"
+
+    async def read_control(self, after: str, block_ms: int = READ_BLOCK_MS) -> list[Entry]:
+        reply = await self.redis.xread({self.names.control: after}, count=100, block=block_ms)
+        return [Entry(sid, fields or {}) for sid, fields in _entries(reply)]
+
+    async def heartbeat(self, name: str, beat: Mapping[str, object]) -> None:
+        await self.redis.hset(self.names.bridges, name, json.dumps(beat, separators=(",", ":")))
+
+    async def forget_bridge(self, name: str) -> None:
+        await self.redis.hdel(self.names.bridges, name)
+
+
+def _entries(reply: object) -> list[tuple[str, dict[str, str]]]:
+    """The (id, fields) pairs of a one-stream XREAD/XREADGROUP reply (RESP2, our client)."""
+    return list(reply[0][1]) if reply else []  # type: ignore[index]

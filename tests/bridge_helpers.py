@@ -1,0 +1,118 @@
+"""Helpers for the bridge tests: raw producers, waiting, reading events back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from contextlib import suppress
+from typing import Any
+
+import redis
+
+from ingest.events import Event, EventType, parse_event
+from ingest.models import JobState
+from ingest.names import BRIDGE_GROUP, EVENT_FIELD, JOB_FIELD, RedisNames
+
+#: Step durations for bridge tests: short, but long enough that jobs overlap.
+FAST_STEPS_S = {"download": 0.05, "analyse": 0.1, "brief": 0.02, "report": 0.01}
+POLL_S = 0.05
+
+
+def xadd_raw(client: redis.Redis, names: RedisNames, job: dict[str, Any] | str) -> str:
+    """XADD a job the way a foreign producer does: no hash, no checks."""
+    raw = job if isinstance(job, str) else json.dumps(job)
+    return client.xadd(names.jobs, {JOB_FIELD: raw})
+
+
+def video(job_id: str, marker: str = "") -> dict[str, str]:
+    url = f"https://videos.example.com/{job_id}.mp4" + (f"#{marker}" if marker else "")
+    return {"url": url, "job_id": job_id}
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout_s: float = 60.0) -> Any:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(POLL_S)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def states(client: redis.Redis, names: RedisNames, job_ids: Iterable[str]) -> dict[str, JobState]:
+    out = {}
+    for job_id in job_ids:
+        fields = client.hgetall(names.job(job_id))
+        if fields:
+            out[job_id] = JobState.from_hash(job_id, fields)
+    return out
+
+
+def all_finished(client: redis.Redis, names: RedisNames, job_ids: list[str]) -> bool:
+    found = states(client, names, job_ids)
+    return len(found) == len(job_ids) and all(s.status.finished for s in found.values())
+
+
+def events(client: redis.Redis, names: RedisNames) -> list[Event]:
+    return [parse_event(f[EVENT_FIELD], sid) for sid, f in client.xrange(names.events)]
+
+
+def count_events(evs: list[Event], type_: EventType) -> Counter[str]:
+    return Counter(e.job_id for e in evs if e.type == type_)
+
+
+def group_idle(client: redis.Redis, names: RedisNames) -> bool:
+    """Every entry delivered to the group and acknowledged."""
+    group = next(g for g in client.xinfo_groups(names.jobs) if g["name"] == BRIDGE_GROUP)
+    newest = client.xrevrange(names.jobs, count=1)
+    delivered_all = not newest or group["last-delivered-id"] == newest[0][0]
+    return delivered_all and group["pending"] == 0
+
+
+def pending(client: redis.Redis, names: RedisNames) -> int:
+    """Entries delivered and not yet acknowledged (0 before the group exists)."""
+    try:
+        return int(client.xpending(names.jobs, BRIDGE_GROUP)["pending"])
+    except redis.ResponseError:  # NOGROUP: no bridge has started yet
+        return 0
+
+
+def max_overlap(intervals: Iterable[tuple[float, float]]) -> int:
+    """Most intervals open at one moment (one ending as another starts: not both open)."""
+    spans = list(intervals)
+    edges = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    most = open_now = 0
+    for _, delta in edges:
+        open_now += delta
+        most = max(most, open_now)
+    return most
+
+
+def _psutil() -> Any:
+    import psutil
+    import ray  # noqa: F401  (ray puts its bundled psutil, in ray/thirdparty_files, on sys.path)
+
+    return psutil
+
+
+def family(proc: subprocess.Popen[bytes]) -> set[int]:
+    """A process and its descendants, as they are now."""
+    psutil = _psutil()
+    with suppress(psutil.NoSuchProcess):
+        return {proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))}
+    return {proc.pid}
+
+
+def alive(pids: set[int]) -> set[int]:
+    """The processes among ``pids`` still running (zombies do not count)."""
+    psutil = _psutil()
+    running = set()
+    for pid in pids:
+        with suppress(psutil.NoSuchProcess):
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                running.add(pid)
+    return running

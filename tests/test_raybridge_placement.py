@@ -1,0 +1,95 @@
+"""Node choice over a cluster snapshot: pure, no Ray, no Redis."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from raybridge.placement import ClusterSnapshot, NodeView, analysers_wanted, choose_node
+
+
+def gpu_node(name: str, gpus: int = 1, slots: float = 1, **kw: object) -> NodeView:
+    return NodeView(name, gpus=gpus, download_slots=slots, analysers=gpus, **kw)  # type: ignore[arg-type]
+
+
+def place(snapshot: ClusterSnapshot, jobs: int, lookahead: int | None = None) -> Counter[str]:
+    """Place jobs one after another as the bridge does (each counts on its node)."""
+    assigned: Counter[str] = Counter()
+    for _ in range(jobs):
+        node = choose_node(snapshot.with_assigned(assigned), lookahead=lookahead)
+        if node is None:
+            break
+        assigned[node] += 1
+    return assigned
+
+
+def test_goes_to_the_gpu_that_frees_soonest() -> None:
+    busy = gpu_node("busy", assigned=2)
+    idle = gpu_node("idle", assigned=0)
+    assert choose_node(ClusterSnapshot((busy, idle))) == "idle"
+
+
+def test_backlog_is_divided_by_gpus() -> None:
+    # 2 jobs on 2 GPUs start after 1 round; 1 job on 1 GPU too, but the new job would wait a
+    # whole round on the 1-GPU node and half as long on the 2-GPU node.
+    two = gpu_node("two", gpus=2, slots=2, assigned=2)
+    one = gpu_node("one", gpus=1, assigned=1)
+    assert choose_node(ClusterSnapshot((one, two))) == "two"
+
+
+def test_spreads_in_proportion_to_gpus() -> None:
+    snapshot = ClusterSnapshot((gpu_node("two", gpus=2, slots=2), gpu_node("one", gpus=1)))
+    assert place(snapshot, jobs=6) == {"two": 4, "one": 2}
+
+
+def test_lookahead_bounds_what_a_node_holds() -> None:
+    snapshot = ClusterSnapshot((gpu_node("a"), gpu_node("b")))
+    # default look-ahead: one job per analyser besides the one being analysed
+    assert place(snapshot, jobs=10) == {"a": 2, "b": 2}
+    assert place(snapshot, jobs=10, lookahead=0) == {"a": 1, "b": 1}
+    assert place(snapshot, jobs=10, lookahead=3) == {"a": 4, "b": 4}
+
+
+def test_full_cluster_leaves_the_job_waiting() -> None:
+    snapshot = ClusterSnapshot((gpu_node("a", assigned=2),))
+    assert choose_node(snapshot) is None
+
+
+def test_dead_nodes_and_nodes_without_analysers_or_slots_are_skipped() -> None:
+    snapshot = ClusterSnapshot(
+        (
+            gpu_node("dead", alive=False),
+            NodeView("cpu-head", download_slots=4),  # no analyser: cannot analyse what it fetches
+            gpu_node("no-slot", slots=0),
+            gpu_node("ok", assigned=1),
+        )
+    )
+    assert choose_node(snapshot) == "ok"
+
+
+def test_no_gpu_cluster_uses_cpu_analysers() -> None:
+    nodes = (NodeView("n1", download_slots=2), NodeView("n2", download_slots=2))
+    snapshot = ClusterSnapshot(nodes)
+    assert not snapshot.has_gpus
+    wanted = {n.node_id: analysers_wanted(n, on_gpus=False, cpu_per_node=2) for n in nodes}
+    assert wanted == {"n1": 2, "n2": 2}
+    with_actors = ClusterSnapshot(tuple(NodeView(n, download_slots=2, analysers=2) for n in wanted))
+    assert place(with_actors, jobs=8) == {"n1": 4, "n2": 4}
+
+
+def test_analysers_wanted_on_gpus() -> None:
+    assert analysers_wanted(gpu_node("g", gpus=2), on_gpus=True, cpu_per_node=1) == 2
+    assert analysers_wanted(NodeView("head"), on_gpus=True, cpu_per_node=1) == 0
+    assert analysers_wanted(gpu_node("x", alive=False), on_gpus=True, cpu_per_node=1) == 0
+
+
+def test_resumed_job_prefers_the_node_holding_its_download() -> None:
+    snapshot = ClusterSnapshot((gpu_node("a", assigned=2), gpu_node("b")))
+    assert choose_node(snapshot, prefer="a") == "a"  # its video is there, even if a is full
+    dead = ClusterSnapshot((gpu_node("a", alive=False), gpu_node("b")))
+    assert choose_node(dead, prefer="a") == "b"
+    assert choose_node(snapshot, prefer="gone") == "b"
+
+
+def test_ties_are_deterministic() -> None:
+    snapshot = ClusterSnapshot((gpu_node("b"), gpu_node("a")))
+    assert choose_node(snapshot) == "a"
