@@ -17,6 +17,8 @@ class JobContext:
     request: JobRequest
     settings: Settings
     attempt: int = 1
+    #: Seconds each earlier step took (filled in for the report step, which records them).
+    step_seconds: dict[str, float] | None = None
 
     @property
     def workdir(self) -> Path:

@@ -77,6 +77,7 @@ def run(
         "tagged": tagged,
         "render_seconds": round(render_s, 3),
     }
+    timings = timings if timings is not None else ctx.step_seconds
     result = build_result(ctx, media, analysis, brief, created, report_info, timings)
     data = json.dumps(result, ensure_ascii=False, indent=2).encode()
     result_url = _write_output(reports_url, ctx.job_id, RESULT_NAME, data)

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
 
 from ingest.errors import StepError
 from ingest.events import EventType, build_event
-from ingest.models import JobStatus, hash_fields, now, step_fields
+from ingest.models import JobState, JobStatus, hash_fields, now, step_fields
 from ingest.names import EVENT_FIELD, RedisNames
-from pipeline.chain import load_output, run_step
+from pipeline.chain import CHAIN, load_output, run_step
 from pipeline.context import JobContext
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 #: One client per Redis URL per worker process: tasks reuse the worker, so its connection too.
 _CLIENTS: dict[str, redis.Redis] = {}
 REDIS_TIMEOUT_S = 5.0
+#: The step that writes result.json: it gets the earlier steps' durations from the job hash.
+LAST_STEP = CHAIN[-1].name
 
 
 def _client(url: str) -> redis.Redis:
@@ -64,6 +66,16 @@ class Progress:
     prefix: str
     source: str
     events_maxlen: int
+
+    def step_seconds(self, ctx: JobContext) -> dict[str, float]:
+        """How long each finished step of this job took, from the job hash (best effort)."""
+        try:
+            fields = _client(self.redis_url).hgetall(RedisNames(self.prefix).job(ctx.job_id))
+            steps = JobState.from_hash(ctx.job_id, fields).steps
+        except (redis.RedisError, ValueError) as e:
+            log.warning("job %s: step timings not read: %s", ctx.job_id, e)
+            return {}
+        return {name: round(t.seconds, 3) for name, t in steps.items() if t.seconds is not None}
 
     def record(self, ctx: JobContext, step: str, what: str, **data: object) -> None:
         """Write ``step:<step>:<what>`` (+ node) and its event, best effort."""
@@ -120,6 +132,8 @@ def run_recorded(progress: Progress, step: str, ctx: JobContext, *earlier: Any) 
     if kept is not None:
         return kept
     progress.record(ctx, step, "started")
+    if step == LAST_STEP:
+        ctx = replace(ctx, step_seconds=progress.step_seconds(ctx))
     started = time.monotonic()
     try:
         output = run_step(step, ctx, *earlier)
