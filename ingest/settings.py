@@ -38,20 +38,30 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(
         None, description="redis:// or rediss:// URL (may hold a password). Unset: embedded Redis."
     )
-    redis_prefix: str = Field("vidbrief", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    redis_prefix: str = Field(
+        "vidbrief", pattern=r"^[A-Za-z0-9_.-]{1,32}$", description="Prefix of every Redis key."
+    )
     state_dir: Path = Field(default_factory=_state_dir, description="Embedded Redis data, pidfile.")
 
     # --- Ray and the bridge
     ray_address: str | None = Field(None, description="Ray address (ray://… or host:port).")
-    bridge_name: str = Field("bridge-1", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    bridge_name: str = Field(
+        "bridge-1",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Consumer name in the group; unique per running bridge.",
+    )
     window: int = Field(8, ge=1, le=10_000, description="Jobs in flight at most per bridge.")
     max_deliveries: int = Field(5, ge=1, description="Deliveries of one entry before dead letter.")
     step_retries: int = Field(3, ge=0, description="Retries of a retryable step failure.")
-    retry_backoff_seconds: float = Field(1.0, ge=0)
+    retry_backoff_seconds: float = Field(
+        1.0, ge=0, description="First retry delay of a failed step (doubles each time)."
+    )
     claim_idle_ms: int = Field(60_000, ge=1, description="Reclaim others' entries idle this long.")
-    events_maxlen: int = Field(100_000, ge=100)
+    events_maxlen: int = Field(100_000, ge=100, description="Events stream trimmed to ~this.")
     job_ttl_seconds: int = Field(7 * 24 * 3600, ge=1, description="Finished job hashes expire.")
-    drain_grace_seconds: float = Field(30.0, ge=0)
+    drain_grace_seconds: float = Field(
+        30.0, ge=0, description="On SIGTERM, wait this long for jobs in flight."
+    )
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus port.")
     metrics_host: str = Field(
         "127.0.0.1", description="Address the metrics server binds (0.0.0.0 to scrape remotely)."
@@ -79,9 +89,12 @@ class Settings(BaseSettings):
     ray_download_slots: int = Field(2, ge=1, description="Local Ray concurrent downloads.")
 
     # --- Steps
-    step_mode: Literal["real", "synthetic"] = "real"
+    step_mode: Literal["real", "synthetic"] = Field(
+        "real", description="synthetic: steps sleep (tests, benchmarks); chain unchanged."
+    )
     synthetic_seconds: Annotated[dict[str, float], NoDecode] = Field(
-        default_factory=lambda: {"download": 0.2, "analyse": 0.5, "brief": 0.1, "report": 0.05}
+        default_factory=lambda: {"download": 0.2, "analyse": 0.5, "brief": 0.1, "report": 0.05},
+        description="Synthetic step durations: download=0.2,analyse=0.5,brief=0.1,report=0.05",
     )
     synthetic_jitter: float = Field(
         0.0,
@@ -103,31 +116,37 @@ class Settings(BaseSettings):
     allow_private_urls: bool = Field(
         False, description="Allow loopback/private video and webhook URLs (tests, the demo)."
     )
-    max_download_mb: float = Field(2048, gt=0)
-    max_duration_seconds: float = Field(4 * 3600, gt=0)
-    download_timeout_seconds: float = Field(1800, gt=0)
+    max_download_mb: float = Field(2048, gt=0, description="Largest video downloaded.")
+    max_duration_seconds: float = Field(4 * 3600, gt=0, description="Longest video accepted.")
+    download_timeout_seconds: float = Field(1800, gt=0, description="Time limit of a download.")
 
     # --- Analysis
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    asr_backend: Literal["auto", "faster-whisper", "transformers"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where analysis runs.")
+    asr_backend: Literal["auto", "faster-whisper", "transformers"] = Field(
+        "auto", description="Speech to text engine (auto: faster-whisper, torch where it fails)."
+    )
     asr_model: str | None = Field(None, description="Model name or path; default bundled tiny.en")
-    frame_sample_fps: float = Field(2.0, gt=0)
+    frame_sample_fps: float = Field(2.0, gt=0, description="Frames per second sampled for shots.")
     threads: int = Field(0, ge=0, description="CPU threads for torch/CTranslate2 (0: all cores).")
 
     # --- LLM
     llm_provider: str | None = Field(None, description="openai, deepseek, qwen, gemini, custom.")
-    llm_base_url: str | None = None
-    llm_model: str | None = None
-    llm_api_key: SecretStr | None = None
-    llm_timeout_seconds: float = Field(120, gt=0)
-    llm_max_retries: int = Field(4, ge=0)
-    llm_context_tokens: int = Field(12_000, ge=1000)
-    llm_concurrency: int = Field(4, ge=1)
+    llm_base_url: str | None = Field(None, description="OpenAI-compatible base URL (custom).")
+    llm_model: str | None = Field(None, description="Model name (default: per provider).")
+    llm_api_key: SecretStr | None = Field(None, description="API key of the provider.")
+    llm_timeout_seconds: float = Field(120, gt=0, description="Time limit of one LLM call.")
+    llm_max_retries: int = Field(4, ge=0, description="Retries on 429/5xx (Retry-After honoured).")
+    llm_context_tokens: int = Field(
+        12_000, ge=1000, description="Prompt budget; longer transcripts are map-reduced."
+    )
+    llm_concurrency: int = Field(4, ge=1, description="Parallel chunk calls of one brief.")
 
     # --- Webhooks
     webhook_secret: SecretStr | None = Field(None, description="whsec_… signing secret.")
-    webhook_backoff_seconds: Annotated[tuple[float, ...], NoDecode] = (1, 2, 4, 8, 16)
-    webhook_timeout_seconds: float = Field(10, gt=0)
+    webhook_backoff_seconds: Annotated[tuple[float, ...], NoDecode] = Field(
+        (1, 2, 4, 8, 16), description="Webhook retry schedule (jittered), e.g. 1,2,4."
+    )
+    webhook_timeout_seconds: float = Field(10, gt=0, description="Time limit of one delivery.")
 
     @field_validator("synthetic_seconds", mode="before")
     @classmethod
