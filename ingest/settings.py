@@ -84,6 +84,25 @@ class Settings(BaseSettings):
     )
     node_refresh_seconds: float = Field(2.0, gt=0, description="How often the bridge reads nodes.")
     heartbeat_seconds: float = Field(2.0, gt=0, description="How often the bridge heartbeat beats.")
+    # Node health (raybridge/health.py): no new downloads on a node short of disk or memory.
+    min_free_disk_mb: float = Field(
+        1024,
+        ge=0,
+        description="A node gets no new download while the disk of work_dir there has less "
+        "free than this or 2 × max_download_mb, whichever is more (resource "
+        "vidbrief_min_free_disk_mb overrides it per node).",
+    )
+    min_free_memory_mb: float = Field(
+        512,
+        ge=0,
+        description="A node gets no new download while less memory than this is available "
+        "there (resource vidbrief_min_free_memory_mb overrides it per node).",
+    )
+    ship_code: bool = Field(
+        True,
+        description="With ray_address: send the vidbrief packages to the workers "
+        "(runtime_env py_modules), so worker nodes need only Ray and the heavy libraries.",
+    )
     # A local Ray (no ray_address): what `vidbrief bridge` starts.
     ray_num_cpus: int | None = Field(None, ge=1, description="Local Ray CPUs (unset: all cores).")
     ray_download_slots: int = Field(2, ge=1, description="Local Ray concurrent downloads.")

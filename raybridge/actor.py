@@ -53,6 +53,7 @@ from ingest.settings import Settings
 from pipeline.chain import CHAIN
 from pipeline.context import JobContext
 from raybridge.announce import Announcer
+from raybridge.health import HealthMonitor, ray_node_resources, ray_probe
 from raybridge.metrics import BridgeMetrics
 from raybridge.outcome import Failure, FailureKind, Outcome
 from raybridge.placement import ClusterSnapshot, NodeView, analysers_wanted, choose_node
@@ -95,8 +96,13 @@ class Bridge:
         self.names = settings.names
         self.source = bridge_source(settings.bridge_name)
         self.redis_url = redis_url
+        # surrogateescape: a producer's non-UTF-8 bytes must not crash the read loop; they
+        # come back as lone surrogates (rejected in _parse) and go to the dead letter unchanged.
         self.redis = redis or aioredis.from_url(
-            redis_url, decode_responses=True, health_check_interval=30
+            redis_url,
+            decode_responses=True,
+            health_check_interval=30,
+            encoding_errors="surrogateescape",
         )
         self.stream = JobStream(
             self.redis,
@@ -112,6 +118,7 @@ class Bridge:
         self.announcer = Announcer(settings, redis_url)
         self.launcher = launcher
         self._nodes: list[NodeView] = []
+        self.health: HealthMonitor | None = None  # set in _start (None: every node healthy)
         self._on_gpus: bool | None = None
         self._analysers: dict[str, list[Any]] = {}
         self._warming: dict[str, set[asyncio.Task[None]]] = {}
@@ -175,17 +182,22 @@ class Bridge:
                 self.redis_url, self.names.prefix, self.source, self.settings.events_maxlen
             )
             self.launcher = Launcher(self.settings, progress)
+            self.health = HealthMonitor(self.settings, ray_probe(self.settings), ray_node_resources)
+        elif getattr(self.launcher, "probe_health", None) is not None:  # tests' fake launchers
+            self.health = HealthMonitor(self.settings, self.launcher.probe_health)
         await self.stream.ensure_group()
         if self.settings.metrics_port is not None:
             self.metrics.serve(self.settings.metrics_port, self.settings.metrics_host)
         self._control_after = await self.stream.control_tail()
         await self._refresh_nodes()
-        await self._wait_warm()
+        # The first health round before the first read: no download to a full disk at start.
+        await asyncio.gather(self._wait_warm(), self._refresh_health())
         self._background = [
             asyncio.create_task(c)
             for c in (
                 self._control_loop(),
                 self._every(self.settings.node_refresh_seconds, self._refresh_nodes),
+                self._every(self.settings.node_refresh_seconds, self._refresh_health),
                 self._every(self.settings.heartbeat_seconds, self._heartbeat),
                 self._every(self._keep_alive_s(), self._keep_alive),
             )
@@ -223,6 +235,8 @@ class Bridge:
         with contextlib.suppress(RedisError):
             await self.stream.forget_bridge(self.settings.bridge_name)
         self.metrics.close()
+        if self.health is not None:
+            self.health.close()
         await self.redis.aclose()
         self._stopped.set()
 
@@ -307,8 +321,13 @@ class Bridge:
             )
         if JOB_FIELD not in entry.fields:
             shown = ", ".join(sorted(entry.fields)) or "none"
-            raise InvalidRequest(f"entry has no '{JOB_FIELD}' field (fields: {shown})")
-        return parse_request(entry.fields[JOB_FIELD])
+            raise InvalidRequest(f"entry has no '{JOB_FIELD}' field (fields: {shown!a})")
+        raw = entry.fields[JOB_FIELD]
+        try:
+            raw.encode("utf-8")
+        except UnicodeEncodeError as e:  # undecodable bytes (see surrogateescape above)
+            raise InvalidRequest(f"request: not UTF-8 (byte at position {e.start})") from e
+        return parse_request(raw)
 
     async def _reject(self, entry: Entry, reason: str) -> None:
         subject = _guess_job_id(entry) or entry.stream_id
@@ -599,9 +618,17 @@ class Bridge:
 
     def _snapshot(self) -> ClusterSnapshot:
         nodes = tuple(
-            replace(n, analysers=len(self._analysers.get(n.node_id, ()))) for n in self._nodes
+            replace(
+                n, analysers=len(self._analysers.get(n.node_id, ())), **self._verdict(n.node_id)
+            )
+            for n in self._nodes
         )
         return ClusterSnapshot(nodes).with_assigned(self.window.assigned_per_node())
+
+    def _verdict(self, node_id: str) -> dict[str, Any]:
+        health = self.health.get(node_id) if self.health is not None else None
+        healthy, reason = health.verdict if health is not None else (True, "")
+        return {"healthy": healthy, "health_reason": reason}
 
     def _drop_analyser(self, slot: Slot, failure: Failure) -> None:
         """Forget an analysis actor that died for good; the next refresh starts a new one."""
@@ -643,6 +670,32 @@ class Bridge:
             warming.add(task)
             task.add_done_callback(warming.discard)
 
+    async def _refresh_health(self) -> None:
+        """Measure every alive node (health.py); a node that recovered may take waiting jobs."""
+        if self.health is None:
+            return
+        await self.health.refresh(n.node_id for n in self._nodes if n.alive)
+        self.metrics.observe_health(self.health.all().values())
+        self._dispatch()
+
+    def _cluster_rows(self) -> list[dict[str, Any]]:
+        """Per alive node, for the heartbeat: placement's view and the node's health."""
+        rows = []
+        for node in self._snapshot().nodes:
+            if not node.alive:
+                continue
+            health = self.health.get(node.node_id) if self.health is not None else None
+            row: dict[str, Any] = {
+                "node_id": node.node_id,
+                "gpus": node.gpus,
+                "download_slots": node.download_slots,
+                "analysers": node.analysers,
+                "assigned": node.assigned,
+            }
+            row.update(health.as_dict() if health is not None else {"healthy": True})
+            rows.append(row)
+        return rows
+
     async def _warm(self, node_id: str, handle: Any, ready: Awaitable[Any]) -> None:
         try:
             await ready
@@ -682,6 +735,7 @@ class Bridge:
             "draining": self._draining,
             "nodes": len([n for n in self._nodes if n.alive]),
             "analysers": {node: len(h) for node, h in self._analysers.items() if h},
+            "cluster": self._cluster_rows(),
         }
 
 

@@ -11,16 +11,25 @@ process without clashing over the default registry.
     vidbrief_bridge_dead_letters_total             counter  entries sent to the dead stream
     vidbrief_bridge_step_seconds{step}             histogram  step durations (from the job hash)
     vidbrief_bridge_downloads_placed_total{node}   counter  placement decisions per node
+    vidbrief_bridge_node_disk_free_bytes{node}     gauge    free disk under work_dir there
+    vidbrief_bridge_node_memory_available_bytes{node}  gauge  available memory there
+    vidbrief_bridge_node_healthy{node}             gauge    1: takes new downloads, 0: not
+    vidbrief_bridge_node_health_stale{node}        gauge    1: the last probe did not answer
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from raybridge.window import Window
+
+if TYPE_CHECKING:
+    from raybridge.health import NodeHealth
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +68,24 @@ class BridgeMetrics:
         self.placed = Counter(
             "vidbrief_bridge_downloads_placed", "Downloads placed per node.", ["node"], registry=r
         )
+        self.node_gauges = {
+            "disk": Gauge(
+                "vidbrief_bridge_node_disk_free_bytes", "Free disk.", ["node"], registry=r
+            ),
+            "memory": Gauge(
+                "vidbrief_bridge_node_memory_available_bytes",
+                "Available memory.",
+                ["node"],
+                registry=r,
+            ),
+            "healthy": Gauge(
+                "vidbrief_bridge_node_healthy", "Takes new downloads.", ["node"], registry=r
+            ),
+            "stale": Gauge(
+                "vidbrief_bridge_node_health_stale", "Last probe unanswered.", ["node"], registry=r
+            ),
+        }
+        self._health_nodes: set[str] = set()
         self._server: Any = None
 
     def observe_window(self, window: Window) -> None:
@@ -73,6 +100,24 @@ class BridgeMetrics:
 
     def placed_on(self, node_id: str) -> None:
         self.placed.labels(node=node_id[:NODE_LABEL_CHARS]).inc()
+
+    def observe_health(self, nodes: Iterable[NodeHealth]) -> None:
+        """Per-node health gauges; a node that left loses its series."""
+        seen: set[str] = set()
+        for health in nodes:
+            node = health.node_id[:NODE_LABEL_CHARS]
+            seen.add(node)
+            g = self.node_gauges
+            if health.figures is not None:
+                g["disk"].labels(node=node).set(health.figures.disk_free_bytes)
+                g["memory"].labels(node=node).set(health.figures.memory_available_bytes)
+            g["healthy"].labels(node=node).set(1 if health.healthy else 0)
+            g["stale"].labels(node=node).set(1 if health.stale else 0)
+        for node in self._health_nodes - seen:
+            for gauge in self.node_gauges.values():
+                with contextlib.suppress(KeyError):  # never set for this node
+                    gauge.remove(node)
+        self._health_nodes = seen
 
     def serve(self, port: int, host: str) -> None:
         """Start the HTTP endpoint (a daemon thread) once."""

@@ -17,8 +17,11 @@ seed article fights with a per-node ``step_a_slot``. A job that finds every node
 the bridge's window, not on a node.
 
 A job resumed after a bridge restart prefers the node that holds its download (``prefer``) as
-long as that node is alive and still has analysers, whatever its look-ahead, since its video is
-already there.
+long as that node is alive and still has analysers, whatever its look-ahead or health, since its
+video is already there.
+
+A node that is not ``healthy`` (too little free disk or memory, measured on it: see health.py)
+gets no new download until it recovers; the jobs it holds carry on.
 
 Cluster resources (``ray start --resources``; the README copies these lines)
 ---------------------------------------------------------------------------
@@ -55,6 +58,9 @@ class NodeView:
     analysers: int = 0
     #: This bridge's jobs downloading, downloaded-waiting or analysing here.
     assigned: int = 0
+    #: Enough free disk and memory for the next download (health.py); why not, when not.
+    healthy: bool = True
+    health_reason: str = ""
 
     def capacity(self, lookahead: int | None) -> int:
         """Jobs this node may hold at once: one per analyser plus the look-ahead."""
@@ -66,7 +72,7 @@ class NodeView:
         return self.alive and self.analysers > 0 and self.download_slots > 0
 
     def has_room(self, lookahead: int | None) -> bool:
-        return self.can_analyse and self.assigned < self.capacity(lookahead)
+        return self.can_analyse and self.healthy and self.assigned < self.capacity(lookahead)
 
     @property
     def start_rank(self) -> float:

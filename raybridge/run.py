@@ -1,7 +1,9 @@
 """Running the bridge: ``run_bridge`` for ``vidbrief bridge``, ``start_bridge`` in-process.
 
 ``run_bridge`` connects Ray (``VIDBRIEF_RAY_ADDRESS``, or a local Ray with download and report
-resources), resolves Redis (``ingest.connect.redis_url``), starts the bridge actor, and waits.
+resources; connecting to an address, it ships the vidbrief packages to the workers unless
+``VIDBRIEF_SHIP_CODE=false``), resolves Redis (``ingest.connect.redis_url``), starts the bridge
+actor, and waits.
 SIGTERM or SIGINT drains it (read nothing new, wait up to ``drain_grace_seconds`` for the jobs
 in flight, leave the rest pending for the next bridge) and returns 0.
 
@@ -34,6 +36,11 @@ POLL_S = 0.2
 DRAIN_EXTRA_S = 30.0
 EXIT_OK, EXIT_FAILED = 0, 1
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: The packages a worker imports for the chain: shipped so a worker node needs only Ray and the
+#: heavy libraries (torch, PyAV, ...), and always runs the driver's version of our code.
+SHIPPED_PACKAGES = ("ingest", "pipeline", "raybridge", "vidbrief")
+#: Never shipped: bytecode of the driver's Python, and local clutter.
+SHIP_EXCLUDES = ["__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache"]
 
 
 @dataclass
@@ -90,14 +97,28 @@ def connect_ray(settings: Settings) -> bool:
     if ray.is_initialized():
         return False
     if settings.ray_address:
-        ray.init(address=settings.ray_address)
+        ray.init(address=settings.ray_address, runtime_env=shipped_code(settings))
     else:
+        # address="local": always a new Ray of our own, never another program's cluster that
+        # happens to run on this machine.
         ray.init(
+            address="local",
             num_cpus=settings.ray_num_cpus,
             include_dashboard=False,
             resources={DOWNLOAD_SLOT: settings.ray_download_slots, REPORT_NODE: 1},
         )
     return True
+
+
+def shipped_code(settings: Settings) -> dict[str, Any] | None:
+    """The job's runtime_env: our packages as ``py_modules`` (Ray zips each package folder,
+    uploads it to the GCS once per content hash, and puts it first on every worker's path)."""
+    if not settings.ship_code:
+        return None
+    import importlib
+
+    modules = [importlib.import_module(name) for name in SHIPPED_PACKAGES]
+    return {"py_modules": modules, "excludes": list(SHIP_EXCLUDES)}
 
 
 def start_bridge(settings: Settings, redis_url: str) -> BridgeHandle:

@@ -58,6 +58,10 @@ def make_settings(tmp_path: Path, redis_server: RedisServer):
             "work_dir": tmp_path / "work",
             "reports_url": str(tmp_path / "reports"),
             "allow_private_urls": True,
+            # Test media are small: keep node-health thresholds from refusing a full disk.
+            "max_download_mb": 64,
+            "min_free_disk_mb": 64,
+            "min_free_memory_mb": 64,
             "_env_file": None,
         }
         base.update(overrides)

@@ -43,7 +43,10 @@ RAY_CPUS = 8
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     ray.init(
-        num_cpus=RAY_CPUS, resources={DOWNLOAD_SLOT: 4, REPORT_NODE: 1}, include_dashboard=False
+        address="local",
+        num_cpus=RAY_CPUS,
+        resources={DOWNLOAD_SLOT: 4, REPORT_NODE: 1},
+        include_dashboard=False,
     )
     yield
     ray.shutdown()

@@ -77,7 +77,9 @@ def bridge(
     started: list[BridgeHandle] = []
 
     def start(**overrides: object) -> BridgeHandle:
-        settings = make_settings(step_mode="synthetic", synthetic_seconds=STEPS_S, **overrides)
+        settings = make_settings(
+            **{"step_mode": "synthetic", "synthetic_seconds": STEPS_S, **overrides}
+        )
         started.append(start_bridge(settings, redis_server.url))
         return started[-1]
 
@@ -219,7 +221,10 @@ def test_jobs_on_a_lost_node_are_downloaded_again_elsewhere(
 ) -> None:
     doomed = cluster.add_node(**GPU_NODE)
     cluster.wait_for_nodes()
-    handle = bridge(window=12, node_refresh_seconds=0.5)
+    # Long analyses, so the node is removed while its work is still running, however loaded
+    # the machine is.
+    slow_analysis = {**STEPS_S, "analyse": 3.0}
+    handle = bridge(window=12, node_refresh_seconds=0.5, synthetic_seconds=slow_analysis)
     wait_until(
         "an analysis actor on the new node",
         lambda: doomed.node_id in handle.stats()["analysers"],
@@ -229,9 +234,9 @@ def test_jobs_on_a_lost_node_are_downloaded_again_elsewhere(
     for job_id in job_ids:
         xadd_raw(redis_client, names, video(job_id))
     wait_until(
-        "work on the doomed node",
+        "an analysis under way on the doomed node",
         lambda: any(
-            e.data.get("node") == doomed.node_id
+            e.data.get("node") == doomed.node_id and e.data.get("step") == "analyse"
             for e in events(redis_client, names)
             if e.type == EventType.STEP_STARTED
         ),

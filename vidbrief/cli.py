@@ -109,10 +109,18 @@ def _wait_and_show(client, job_id: str, since: str | None, timeout: float | None
 
 @app.command()
 def status(
-    job_id: str,
+    job_id: Annotated[str | None, typer.Argument(help="The job (omit with --cluster).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
+    cluster: Annotated[
+        bool, typer.Option("--cluster", help="Show the nodes and their health, per bridge.")
+    ] = False,
 ) -> None:
-    """Show a job's state."""
+    """Show a job's state, or with --cluster the cluster as the running bridges see it."""
+    if cluster:
+        _show_cluster(as_json)
+        return
+    if job_id is None:
+        fail("give a job id, or --cluster")
     state = producer().status(job_id)
     if state is None:
         fail(f"no job {job_id}", code=1)
@@ -122,6 +130,21 @@ def status(
     from vidbrief.render import job_table
 
     out.print(job_table(state))
+
+
+def _show_cluster(as_json: bool) -> None:
+    """The nodes from each bridge's heartbeat (``names.bridges``): Ray is not imported."""
+    from ingest.connect import connect
+    from raybridge.health import cluster_table
+
+    s = settings()
+    beats = {name: json.loads(raw) for name, raw in connect(s).hgetall(s.names.bridges).items()}
+    if as_json:
+        print(json.dumps(beats, indent=2))
+    elif not beats:
+        fail("no bridge is running (no heartbeat in Redis)", code=1)
+    else:
+        out.print(cluster_table(beats))
 
 
 @app.command()

@@ -23,6 +23,7 @@ from ingest.settings import STEP_NAMES, Settings
 from vidbrief.samples import DEMO_TALKS, ensure_demo_videos, serve_files
 
 DEMO_TIMEOUT_S = 900.0
+DEMO_MAX_DOWNLOAD_MB = 100.0
 REFRESH_S = 0.25
 STEP_MARK = {"done": "[green]✔[/]", "running": "[cyan]⋯[/]", "waiting": "[dim]·[/]"}
 
@@ -40,7 +41,13 @@ def run_demo(settings: Settings, *, jobs: int = 3, console: Console | None = Non
     """Run the demo; 0 when every job completed."""
     console = console or Console()
     # The sample videos are served on 127.0.0.1: the demo allows loopback URLs explicitly.
-    settings = settings.model_copy(update={"allow_private_urls": True})
+    # The samples are small: a node needs room for them, not for a 2 GB video (node health).
+    settings = settings.model_copy(
+        update={
+            "allow_private_urls": True,
+            "max_download_mb": min(settings.max_download_mb, DEMO_MAX_DOWNLOAD_MB),
+        }
+    )
     with ExitStack() as stack:
         client = _start_services(settings, stack, console)
         videos = ensure_demo_videos(Path(settings.work_dir) / "demo-media", count=jobs)

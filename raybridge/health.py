@@ -1,0 +1,325 @@
+"""Node health: no new downloads on a node short of disk or memory, measured on that node.
+
+A download needs room on the node's disk (the filesystem of ``settings.work_dir`` there) and
+the analysis that follows needs memory. So the bridge measures every node on its node refresh
+with a tiny probe task pinned there (NodeAffinity, ``num_cpus=0``, so it never waits behind the
+node's work) and judges it:
+
+    disk free  < max(2 × max_download_mb, min_free_disk_mb)   unhealthy (next download may not fit)
+    memory     < min_free_memory_mb                            unhealthy
+
+An unhealthy node keeps its analysers and its jobs (they finish); placement just gives it no
+new download until it recovers. A node that does not answer within the probe timeout keeps its
+last figures (and verdict) and is marked stale; a node never measured counts as healthy, so a
+slow first probe does not stop the cluster.
+
+Per-node thresholds: a node started with the custom resource ``vidbrief_min_free_disk_mb`` (or
+``vidbrief_min_free_memory_mb``) uses that amount, in MiB, instead of the setting, e.g. a node
+with a small scratch disk::
+
+    ray start --address=HEAD:6379
+        --resources='{"vidbrief_download": 1, "vidbrief_min_free_disk_mb": 500}'
+
+No task asks for these resources: they only carry the number (Ray shows them in ``ray status``).
+
+Nothing here imports Ray at module level: ``vidbrief status --cluster`` renders the heartbeat
+with ``cluster_table`` and must start fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ingest.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+#: Node resources whose amount (MiB) replaces the setting on that node.
+DISK_OVERRIDE_RESOURCE = "vidbrief_min_free_disk_mb"
+MEMORY_OVERRIDE_RESOURCE = "vidbrief_min_free_memory_mb"
+#: Free disk wanted per the largest download: the video plus what its steps write next to it.
+DOWNLOADS_OF_ROOM = 2
+#: How long one health round waits for the probes (a fresh node starts a worker first).
+PROBE_TIMEOUT_S = 10.0
+#: CPU sampling window of the probe (psutil's first non-blocking sample is meaningless).
+CPU_SAMPLE_S = 0.1
+
+Probe = Callable[[str], Awaitable[Mapping[str, Any]]]
+NodeResources = Callable[[], Mapping[str, Mapping[str, float]]]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_free_disk_bytes: int
+    min_free_memory_bytes: int
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What the probe measured on a node."""
+
+    disk_free_bytes: int
+    memory_available_bytes: int
+    cpu_percent: float
+    measured_at: float
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> Figures:
+        return cls(
+            disk_free_bytes=int(raw["disk_free_bytes"]),
+            memory_available_bytes=int(raw["memory_available_bytes"]),
+            cpu_percent=float(raw.get("cpu_percent", 0.0)),
+            measured_at=float(raw.get("measured_at", time.time())),
+        )
+
+
+@dataclass(frozen=True)
+class NodeHealth:
+    """One node's last figures, the thresholds that apply there, and the verdict."""
+
+    node_id: str
+    thresholds: Thresholds
+    figures: Figures | None = None
+    stale: bool = True
+
+    @property
+    def verdict(self) -> tuple[bool, str]:
+        return judge(self.figures, self.thresholds)
+
+    @property
+    def healthy(self) -> bool:
+        return self.verdict[0]
+
+    @property
+    def reason(self) -> str:
+        return self.verdict[1]
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the heartbeat JSON (``vidbrief status --cluster`` reads it)."""
+        figures = asdict(self.figures) if self.figures else {}
+        return {
+            **figures,
+            **asdict(self.thresholds),
+            "healthy": self.healthy,
+            "reason": self.reason,
+            "stale": self.stale,
+        }
+
+
+# -- the pure part -------------------------------------------------------------------------
+
+
+def default_thresholds(settings: Settings) -> Thresholds:
+    disk_mb = max(DOWNLOADS_OF_ROOM * settings.max_download_mb, settings.min_free_disk_mb)
+    return Thresholds(int(disk_mb * MIB), int(settings.min_free_memory_mb * MIB))
+
+
+def node_thresholds(settings: Settings, resources: Mapping[str, float]) -> Thresholds:
+    """The settings' thresholds, replaced by the node's override resources where it has them."""
+    base = default_thresholds(settings)
+    disk_mb = resources.get(DISK_OVERRIDE_RESOURCE)
+    memory_mb = resources.get(MEMORY_OVERRIDE_RESOURCE)
+    return Thresholds(
+        base.min_free_disk_bytes if disk_mb is None else int(disk_mb * MIB),
+        base.min_free_memory_bytes if memory_mb is None else int(memory_mb * MIB),
+    )
+
+
+def judge(figures: Figures | None, thresholds: Thresholds) -> tuple[bool, str]:
+    """Healthy, and why not. Unmeasured counts as healthy: no figures is not bad figures."""
+    if figures is None:
+        return True, "not measured yet"
+    if figures.disk_free_bytes < thresholds.min_free_disk_bytes:
+        return False, (
+            f"disk free {_mib(figures.disk_free_bytes)} < {_mib(thresholds.min_free_disk_bytes)}"
+        )
+    if figures.memory_available_bytes < thresholds.min_free_memory_bytes:
+        return False, (
+            f"memory available {_mib(figures.memory_available_bytes)} "
+            f"< {_mib(thresholds.min_free_memory_bytes)}"
+        )
+    return True, ""
+
+
+def _mib(n: int) -> str:
+    return f"{n / MIB:,.0f} MiB"
+
+
+# -- the probe (runs on the node) -----------------------------------------------------------
+
+
+def measure(work_dir: str) -> dict[str, Any]:
+    """The node's figures: free disk under ``work_dir``, available memory, CPU use."""
+    import psutil
+
+    return {
+        "disk_free_bytes": shutil.disk_usage(_existing(Path(work_dir))).free,
+        "memory_available_bytes": psutil.virtual_memory().available,
+        "cpu_percent": psutil.cpu_percent(interval=CPU_SAMPLE_S),
+        "measured_at": time.time(),
+    }
+
+
+def _existing(path: Path) -> Path:
+    """The nearest existing folder: work_dir may not exist yet on a fresh node, its disk does."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def ray_probe(settings: Settings) -> Probe:
+    """Submit ``measure`` pinned to a node; return its ObjectRef (awaitable)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    task = ray.remote(measure)
+    work_dir = str(settings.work_dir)
+
+    def probe(node_id: str) -> Any:
+        return task.options(
+            name="vidbrief:health",
+            num_cpus=0,  # never queued behind the node's downloads or analyses
+            max_retries=0,  # the next round asks again
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+        ).remote(work_dir)
+
+    return probe
+
+
+def ray_node_resources() -> dict[str, dict[str, float]]:
+    """Every alive node's total resources (sync: call it in a thread)."""
+    import ray
+
+    return {n["NodeID"]: dict(n["Resources"]) for n in ray.nodes() if n["Alive"]}
+
+
+# -- the monitor (in the bridge) ------------------------------------------------------------
+
+
+class HealthMonitor:
+    """Probes the nodes each round and keeps every node's last health."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        probe: Probe,
+        resources: NodeResources | None = None,
+        timeout_s: float = PROBE_TIMEOUT_S,
+    ) -> None:
+        self.settings = settings
+        self.probe = probe
+        self.resources = resources
+        self.timeout_s = timeout_s
+        self._health: dict[str, NodeHealth] = {}
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+
+    def get(self, node_id: str) -> NodeHealth | None:
+        return self._health.get(node_id)
+
+    def all(self) -> dict[str, NodeHealth]:
+        return dict(self._health)
+
+    async def refresh(self, node_ids: Iterable[str]) -> dict[str, NodeHealth]:
+        """One round: probe every node (at most one probe in flight each), wait up to the
+        timeout, judge. Never raises: a node that fails or is late is marked stale."""
+        ids = set(node_ids)
+        resources = await self._resources()
+        self._forget_except(ids)
+        for node_id in ids - self._pending.keys():
+            self._pending[node_id] = self._submit(node_id)
+        if self._pending:
+            await asyncio.wait(list(self._pending.values()), timeout=self.timeout_s)
+        for node_id in ids:
+            self._judge(node_id, node_thresholds(self.settings, resources.get(node_id, {})))
+        return self.all()
+
+    async def _resources(self) -> Mapping[str, Mapping[str, float]]:
+        if self.resources is None:
+            return {}
+        try:
+            return await asyncio.to_thread(self.resources)
+        except Exception as e:  # the GCS busy or gone: thresholds from the settings
+            log.warning("reading node resources for health thresholds failed: %s", e)
+            return {}
+
+    def _submit(self, node_id: str) -> asyncio.Future[Any]:
+        async def call() -> Any:
+            return await self.probe(node_id)
+
+        return asyncio.ensure_future(call())
+
+    def _judge(self, node_id: str, thresholds: Thresholds) -> None:
+        last = self._health.get(node_id)
+        figures, stale = (last.figures if last else None), True
+        future = self._pending.get(node_id)
+        if future is not None and future.done():
+            del self._pending[node_id]
+            try:
+                figures, stale = Figures.parse(future.result()), False
+            except Exception as e:  # the probe failed (node gone, worker died): keep the last
+                log.warning("health probe of node %s failed: %s", node_id[:12], e)
+        self._health[node_id] = NodeHealth(node_id, thresholds, figures, stale)
+
+    def _forget_except(self, ids: set[str]) -> None:
+        """Drop nodes that are gone, and cancel their probes."""
+        for node_id in list(self._pending):
+            if node_id not in ids:
+                future = self._pending.pop(node_id)
+                future.cancel()
+                with contextlib.suppress(BaseException):
+                    future.exception()  # silence "exception never retrieved"
+        for node_id in list(self._health):
+            if node_id not in ids:
+                del self._health[node_id]
+
+    def close(self) -> None:
+        self._forget_except(set())
+
+
+# -- `vidbrief status --cluster` ------------------------------------------------------------
+
+
+def cluster_table(beats: Mapping[str, Mapping[str, Any]]) -> Any:
+    """A rich table of every bridge's nodes from the heartbeats in ``names.bridges``."""
+    from rich.table import Table
+
+    table = Table(title="cluster (from the bridge heartbeats)")
+    for column in ("bridge", "node", "GPUs", "analysers", "jobs", "disk free", "memory"):
+        table.add_column(column, justify="right" if column not in ("bridge", "node") else "left")
+    table.add_column("healthy")
+    table.add_column("stale")
+    for name, beat in sorted(beats.items()):
+        for row in beat.get("cluster", []):
+            table.add_row(name, *_cells(row))
+    return table
+
+
+def _cells(row: Mapping[str, Any]) -> list[str]:
+    healthy = row.get("healthy", True)
+    verdict = "[green]yes[/]" if healthy else f"[red]no[/] {row.get('reason', '')}"
+    return [
+        str(row.get("node_id", ""))[:12],
+        f"{row.get('gpus', 0):g}",
+        str(row.get("analysers", 0)),
+        str(row.get("assigned", 0)),
+        _size(row.get("disk_free_bytes")),
+        _size(row.get("memory_available_bytes")),
+        verdict,
+        "[yellow]stale[/]" if row.get("stale") else "",
+    ]
+
+
+def _size(n: Any) -> str:
+    if n is None:
+        return "—"
+    return f"{n / (1024 * MIB):,.1f} GiB"
