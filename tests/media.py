@@ -27,6 +27,7 @@ from vidbrief.samples import (  # noqa: F401 (re-exported for the tests)
     AUDIO_RATE_HZ,
     make_sample_video,
     sample_audio,
+    serving,
     speak,
 )
 
@@ -197,16 +198,8 @@ def serve_directory(root: Path, *, log: RequestLog | None = None) -> Iterator[st
     )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="test-http", daemon=True
-    )
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(server) as base_url:
+        yield base_url
 
 
 # --------------------------------------------------------------------------- random Whisper

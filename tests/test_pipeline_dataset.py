@@ -5,8 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,12 +14,12 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from s3_server import S3Server, dummy_aws_env
+from s3_server import S3Server, bucket, s3  # noqa: F401 (fixtures)
 
 from ingest.errors import ConfigError
 from ingest.models import JobState, JobStatus, StepTiming
 from ingest.settings import STEP_NAMES, Settings
-from pipeline import dataset, storage
+from pipeline import dataset
 
 DAY1, DAY2 = "2026-03-01", "2026-03-02"
 USAGE = {"prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500, "calls": 2}
@@ -234,21 +233,6 @@ def test_export_needs_a_dataset() -> None:
 
 
 # --- on S3 (a real S3-compatible server on loopback) ----------------------------------------
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with S3Server() as server:
-        yield server
-
-
-@pytest.fixture
-def bucket(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
-    dummy_aws_env(monkeypatch)
-    monkeypatch.setenv(storage.S3_ENDPOINT_ENV, s3.endpoint_url)
-    name = f"datasets-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(name)
-    return name
 
 
 @pytest.mark.integration

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from s3_server import S3Server, dummy_aws_env
+from s3_server import S3Server, bucket, s3  # noqa: F401 (fixtures)
 
 from ingest.errors import ConfigError
 from ingest.settings import Settings
@@ -15,22 +14,6 @@ from pipeline import report, storage
 
 PDF = b"%PDF-1.7\n" + bytes(range(256)) * 40  # binary, as a report is
 RESULT = b'{"schema_version": 1}'
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with S3Server() as server:
-        yield server
-
-
-@pytest.fixture
-def bucket(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh bucket, dummy credentials, and the endpoint as the setting names it."""
-    dummy_aws_env(monkeypatch)
-    monkeypatch.setenv(storage.S3_ENDPOINT_ENV, s3.endpoint_url)
-    name = f"reports-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(name)
-    return name
 
 
 # --- local ----------------------------------------------------------------------------------

@@ -232,12 +232,20 @@ class _Server(http.server.ThreadingHTTPServer):
 def serve_files(folder: Path) -> Iterator[str]:
     """Serve ``folder`` on 127.0.0.1 (a free port) until the block ends; yield the base URL."""
     handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = _Server(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, name="vidbrief-samples", daemon=True)
+    with serving(_Server(("127.0.0.1", 0), handler)) as base_url:
+        yield base_url
+
+
+@contextlib.contextmanager
+def serving(server: http.server.HTTPServer) -> Iterator[str]:
+    """Run ``server`` in a thread until the block ends; yield its base URL."""
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="http", daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
-        thread.join()
+        thread.join(timeout=5)
