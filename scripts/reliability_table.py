@@ -1,0 +1,142 @@
+"""Turn the chaos tests' JSON lines into RELIABILITY.md.
+
+    rm -f chaos.jsonl
+    VIDBRIEF_CHAOS_SCALE=1 VIDBRIEF_CHAOS_REPORT=chaos.jsonl \\
+        .venv/bin/pytest -m chaos tests/test_chaos.py
+    .venv/bin/python scripts/reliability_table.py chaos.jsonl > RELIABILITY.md
+
+Each line is one case: {"case", "fault", "expected", "observed": {...}, "scale"}. When a case
+appears more than once, the last line wins (re-runs append). ``--table`` prints the table alone.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+COMMAND = """\
+    rm -f chaos.jsonl
+    VIDBRIEF_CHAOS_SCALE=1 VIDBRIEF_CHAOS_REPORT=chaos.jsonl \\
+        .venv/bin/pytest -m chaos tests/test_chaos.py
+    .venv/bin/python scripts/reliability_table.py chaos.jsonl > RELIABILITY.md"""
+
+HEADER = f"""\
+# Reliability (project issue #8)
+
+Chaos and security cases run by `tests/test_chaos.py` (markers `chaos`, `ray`, `slow`), on one
+simulated Ray cluster (`ray.cluster_utils.Cluster`) of the test's own and a private
+redis-server. Sizes scale with `VIDBRIEF_CHAOS_SCALE` (default 0.1, CI-sized; 1 = the full
+figures below); only the soak (case 7) changes with it: 1,000 jobs at 0.1, 10,000 at 1. This
+file is generated, table and all, from one run's JSON lines:
+
+{COMMAND}
+
+Observed figures come from the machine the run was on ({{machine}}); timings on a shared,
+loaded machine are noisy, the counts are not.
+"""
+
+NOTES = """\
+## Notes
+
+- **Case 1 (bridge SIGKILL).** Jobs in flight when the bridge dies stay pending in the consumer
+  group; the new bridge claims them (XAUTOCLAIM) and resumes each from its last finished step,
+  so some are run again in part ("rerun attempts") but each job gets exactly one
+  `job.completed` event and one result.
+- **Case 3 (Redis restart).** The bridge does not back off exponentially: it pauses a fixed 1 s
+  (`ERROR_PAUSE_S`) per loop after a Redis error, about one read attempt a second with the
+  bridge's CPU near idle. Jobs whose outcome could not be stored while Redis was down stay
+  pending and come back through XAUTOCLAIM after `claim_idle_ms`; none is completed twice.
+- **Case 4 (node removed).** Removal waits until an analysis is under way on the doomed node
+  (3 s synthetic analyses), as `tests/test_raybridge_cluster.py::
+  test_jobs_on_a_lost_node_are_downloaded_again_elsewhere` (also marked `chaos`, GPU-style
+  nodes) does. The simulated nodes share one disk, so a job whose download had finished on the
+  lost node may reuse that file instead of downloading again ("downloads repeated elsewhere"
+  can be 0); what is checked is that every job on the lost node ran again and completed once,
+  and that each analysis ran where its download did (or on the lost node).
+  A CPU-only node needs CPUs beyond its CPU analysis actors (1 CPU each) for the downloads
+  (0.25 CPU each) pinned to it: a 2-CPU node with `VIDBRIEF_CPU_ANALYSERS_PER_NODE=2`
+  never starts a download (that is why the first version of this case saw no work there).
+- **Case 7 (soak): open finding, the case fails at full scale.** No job is lost or completed
+  twice, the events stream stays trimmed and every job hash expires, but the bridge actor's RSS
+  grows with the number of jobs it has run, by about 85-90 KiB a job (10,000 jobs: see the
+  RSS figures in the row; the CI-sized 1,000-job run shows a similar slope, 40-55 KiB a job, and
+  does not assert the bound). Not the cause, checked: the window's slots, the job-task map and
+  the Prometheus label sets are bounded, and the soak writes no dataset rows (no
+  `dataset_url`). Not yet located (candidates: per-task ownership or task-event bookkeeping of
+  the Ray core worker in the bridge's process, asyncio/redis client buffers); a long-running
+  bridge should be restarted periodically until it is. The RSS bound (growth from 10 % to
+  100 % of the jobs ≤ 5 %) is asserted at full scale only.
+  The events stream is checked against `events_maxlen` plus one Redis stream node
+  (`stream-node-max-entries`), since `XADD MAXLEN ~` trims whole nodes. A job hash TTL of -2
+  (expired between SCAN and TTL) or 0 (under a second left) counts as expiring; -1 (no
+  expiry) would be a leak.
+- **Case 8 (security).** The secret scan covers every file in this Ray session's log folder
+  (the bridge, workers, raylets, GCS), every Redis key (events, dead letters, job hashes,
+  webhook logs) and any PDF written; the secrets are marker strings set as the Redis password,
+  LLM key and webhook secret.
+
+Covered elsewhere, not repeated here:
+
+- Redirects: a redirect hop to a private address is refused hop by hop at function level in
+  `tests/test_pipeline_download.py` (case 8 only shows the first URL being refused).
+- PDF injection (hostile titles, transcripts and briefs in the report) in
+  `tests/test_pipeline_report.py`.
+- A real, LLM-briefed job end to end through the service in `tests/test_service_e2e.py`.
+- A killed bridge process with 20 jobs on a GPU-style cluster, and the pinning of analysis to
+  the download node, in `tests/test_raybridge_cluster.py` (marked `chaos` too).
+"""
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _observed(observed: dict[str, object]) -> str:
+    parts = []
+    for key, value in observed.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        parts.append(f"{key.replace('_', ' ')}: {value}")
+    return "; ".join(parts)
+
+
+def _order(case: str) -> tuple[int, str]:
+    first = case.split()[0]
+    return (int(first) if first.isdigit() else 99, case)
+
+
+def table(lines: list[dict[str, object]]) -> str:
+    cases: dict[str, dict[str, object]] = {}
+    for line in lines:
+        cases[str(line["case"])] = line
+    rows = ["| case | fault injected | expected | observed (scale) |", "|---|---|---|---|"]
+    for name in sorted(cases, key=_order):
+        c = cases[name]
+        observed = _observed(c["observed"])  # type: ignore[arg-type]
+        cells = (name, c["fault"], c["expected"], f"{observed} (scale {c.get('scale')})")
+        rows.append("| " + " | ".join(_cell(x) for x in cells) + " |")
+    return "\n".join(rows)
+
+
+def document(lines: list[dict[str, object]], machine: str) -> str:
+    return "\n".join([HEADER.format(machine=machine), table(lines), "", NOTES])
+
+
+def main(argv: list[str]) -> int:
+    args = [a for a in argv[1:] if not a.startswith("--")]
+    if len(args) != 1:
+        print(__doc__, file=sys.stderr)
+        return 2
+    text = Path(args[0]).read_text(encoding="utf-8")
+    lines = [json.loads(x) for x in text.splitlines() if x.strip()]
+    if "--table" in argv:
+        print(table(lines))
+    else:
+        machine = next((str(x["machine"]) for x in reversed(lines) if x.get("machine")), "?")
+        print(document(lines, machine), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,958 @@
+"""Chaos and security cases of the whole service (project issue #8): kills, restarts, hostile input.
+
+One simulated Ray cluster for the module (``ray.cluster_utils.Cluster``: a head with CPU download
+slots and the report resource; case 4 adds a node and removes it), the session's redis-server
+(or one of the test's own where Redis itself is the fault). Every process a test starts is
+stopped by its PID or process group.
+
+Sizes scale with ``VIDBRIEF_CHAOS_SCALE`` (default 0.1: CI-sized; 1: the full figures recorded
+in RELIABILITY.md). With ``VIDBRIEF_CHAOS_REPORT=FILE`` each case appends one JSON line of
+observations; ``scripts/reliability_table.py FILE`` turns them into the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+import redis
+from bridge_helpers import (
+    _psutil,
+    alive,
+    all_finished,
+    count_events,
+    events,
+    family,
+    group_idle,
+    pending,
+    states,
+    video,
+    wait_until,
+    xadd_raw,
+)
+from ray.cluster_utils import Cluster
+from test_raybridge_cluster import bridge_env, spawn_bridge_process, stop_group
+
+from ingest.events import EventType
+from ingest.models import JobStatus
+from ingest.names import EVENT_FIELD, JOB_FIELD, RedisNames
+from ingest.redis_server import RedisServer, free_port, start_redis_server
+from ingest.settings import Settings
+from pipeline.chain import DOWNLOAD_SLOT, REPORT_NODE
+from raybridge import BridgeHandle, start_bridge
+
+pytestmark = [pytest.mark.chaos, pytest.mark.ray, pytest.mark.slow]
+
+SCALE = float(os.environ.get("VIDBRIEF_CHAOS_SCALE", "0.1"))
+REPORT_FILE = os.environ.get("VIDBRIEF_CHAOS_REPORT")
+QUICK_STEPS = {"download": 0.05, "analyse": 0.1, "brief": 0.02, "report": 0.01}
+HEAD = {"num_cpus": 8, "resources": {DOWNLOAD_SLOT: 4, REPORT_NODE: 1}}
+# Room for its 2 CPU analysis actors (1 CPU each) *and* downloads (0.25 CPU): with only 2 CPUs
+# the analysers hold every CPU and a download pinned there never starts.
+EXTRA_NODE = {"num_cpus": 4, "resources": {DOWNLOAD_SLOT: 1}}
+PROCESS_EXIT_S = 60
+
+
+def scaled(full: int, least: int) -> int:
+    return max(least, round(full * SCALE))
+
+
+def record(case: str, fault: str, expected: str, observed: dict[str, Any]) -> None:
+    """Append one case's observations to ``VIDBRIEF_CHAOS_REPORT`` (when set)."""
+    if not REPORT_FILE:
+        return
+    line = {"case": case, "fault": fault, "expected": expected, "observed": observed}
+    line["scale"] = SCALE
+    line["machine"] = f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
+    with open(REPORT_FILE, "a", encoding="utf-8") as out:
+        out.write(json.dumps(line) + "\n")
+
+
+# -- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    sim = Cluster(initialize_head=True, head_node_args=HEAD)
+    sim.wait_for_nodes()
+    sim.connect()
+    yield sim
+    ray.shutdown()
+    sim.shutdown()  # stops the node processes it started, by PID
+
+
+@pytest.fixture(scope="module")
+def session_logs(cluster: Cluster) -> Path:
+    """This cluster's own Ray session log folder (never another engineer's)."""
+    return Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+
+
+@pytest.fixture
+def bridge(
+    cluster: Cluster, make_settings: Callable[..., Settings], redis_server: RedisServer
+) -> Iterator[Callable[..., BridgeHandle]]:
+    started: list[BridgeHandle] = []
+
+    def start(*, redis_url: str | None = None, **overrides: object) -> BridgeHandle:
+        overrides.setdefault("synthetic_seconds", QUICK_STEPS)
+        overrides.setdefault("step_mode", "synthetic")
+        overrides.setdefault("retry_backoff_seconds", 0.05)
+        overrides.setdefault("cpu_analysers_per_node", 2)
+        url = redis_url or redis_server.url
+        settings = make_settings(redis_url=url, **overrides)
+        started.append(start_bridge(settings, url))
+        return started[-1]
+
+    yield start
+    for handle in started:
+        with suppress(Exception):
+            handle.stop(grace_s=0)
+
+
+def actor_pid(actor: Any) -> int:
+    return int(ray.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=30))
+
+
+def analyser_pids(handle: BridgeHandle) -> list[int]:
+    actors = ray.get(
+        handle.actor.__ray_call__.remote(
+            lambda self: [a for hs in self._analysers.values() for a in hs]
+        ),
+        timeout=30,
+    )
+    return [actor_pid(a) for a in actors]
+
+
+def worker_log(logs: Path, pid: int) -> str:
+    return "".join(p.read_text(errors="replace") for p in logs.glob(f"worker-*{pid}.*"))
+
+
+def xadd_many(client: redis.Redis, names: RedisNames, jobs: list[dict[str, str]]) -> None:
+    with client.pipeline(transaction=False) as pipe:
+        for job in jobs:
+            pipe.xadd(names.jobs, {JOB_FIELD: json.dumps(job)})
+        pipe.execute()
+
+
+def completed_once(client: redis.Redis, names: RedisNames, job_ids: list[str]) -> int:
+    counts = count_events(events(client, names), EventType.COMPLETED)
+    return sum(counts[j] == 1 for j in job_ids)
+
+
+# -- case 1: the bridge SIGKILLed with 100 jobs in flight --------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_01_bridge_sigkilled_with_100_in_flight(
+    cluster: Cluster,
+    redis_client: redis.Redis,
+    redis_server: RedisServer,
+    names: RedisNames,
+    tmp_path: Path,
+) -> None:
+    n = 100
+    env, log = bridge_env(tmp_path, redis_server, cluster), tmp_path / "bridge.log"
+    steps = {**QUICK_STEPS, "analyse": 0.3}
+    env.update(
+        {
+            "VIDBRIEF_WINDOW": str(n),
+            "VIDBRIEF_CPU_ANALYSERS_PER_NODE": "4",
+            "VIDBRIEF_SYNTHETIC_SECONDS": ",".join(f"{k}={v}" for k, v in steps.items()),
+        }
+    )
+    job_ids = [f"kill100-{i:03d}" for i in range(n)]
+    xadd_many(redis_client, names, [video(j) for j in job_ids])
+    started: list[subprocess.Popen[bytes]] = []
+    pids: set[int] = set()
+    t0 = time.monotonic()
+    try:
+        first = spawn_bridge_process(env, log)
+        started.append(first)
+        wait_until(
+            f"{n} jobs in flight, some analysed",
+            lambda: (
+                pending(redis_client, names) == n
+                and any(
+                    s.steps.get("analyse") and s.steps["analyse"].ended
+                    for s in states(redis_client, names, job_ids).values()
+                )
+            ),
+            150,
+        )
+        pids |= family(first)
+        before = states(redis_client, names, job_ids)
+        done_before = sum(s.status is JobStatus.COMPLETED for s in before.values())
+        pending_at_kill = pending(redis_client, names)
+        stop_group(first, signal.SIGKILL)
+        assert first.wait(PROCESS_EXIT_S) == -signal.SIGKILL
+        killed_at = time.monotonic()
+
+        second = spawn_bridge_process(env, log)
+        started.append(second)
+        wait_until("all finished", lambda: all_finished(redis_client, names, job_ids), 200)
+        wait_until("every entry acknowledged", lambda: group_idle(redis_client, names), 30)
+        recovered_s = time.monotonic() - killed_at
+        pids |= family(second)
+        stop_group(second, signal.SIGTERM)
+        assert second.wait(PROCESS_EXIT_S) == 0, log.read_text()[-3000:]
+    finally:
+        for proc in started:
+            stop_group(proc, signal.SIGKILL)
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(PROCESS_EXIT_S)
+    assert not alive(pids), f"left running: {alive(pids)}"
+
+    found = states(redis_client, names, job_ids)
+    statuses = [s.status for s in found.values()]
+    completed = count_events(events(redis_client, names), EventType.COMPLETED)
+    once = sum(completed[j] == 1 for j in job_ids)
+    results = sum(bool(s.result) for s in found.values())
+    record(
+        "1 bridge SIGKILL",
+        f"bridge process group SIGKILLed with {n} jobs pending (window {n}), then restarted",
+        f"{n}/{n} completed, 0 lost, 1 job.completed and 1 result per job",
+        {
+            "jobs": n,
+            "pending_at_kill": pending_at_kill,
+            "completed_before_kill": done_before,
+            "completed": statuses.count(JobStatus.COMPLETED),
+            "lost": n - len(found),
+            "completed_events_exactly_once": once,
+            "duplicate_completed_events": sum(max(0, c - 1) for c in completed.values()),
+            "results": results,
+            "rerun_attempts": sum(s.attempts > 1 for s in found.values()),
+            "recovery_s": round(recovered_s, 1),
+            "total_s": round(time.monotonic() - t0, 1),
+        },
+    )
+    assert statuses.count(JobStatus.COMPLETED) == n
+    assert done_before < n and pending_at_kill == n
+    assert completed == dict.fromkeys(job_ids, 1)
+    assert results == n
+
+
+# -- case 2: the analysis actor's worker process SIGKILLed -------------------------------------
+
+
+@pytest.mark.timeout(180)
+def test_02_analysis_worker_sigkilled_job_still_completes(
+    bridge: Callable[..., BridgeHandle], redis_client: redis.Redis, names: RedisNames
+) -> None:
+    handle = bridge(cpu_analysers_per_node=1, synthetic_seconds={**QUICK_STEPS, "analyse": 3.0})
+    [pid] = analyser_pids(handle)
+    xadd_raw(redis_client, names, video("victim"))
+    wait_until(
+        "the analysis running",
+        lambda: redis_client.hget(names.job("victim"), "step:analyse:started"),
+        60,
+    )
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_until("victim finished", lambda: all_finished(redis_client, names, ["victim"]), 90)
+    took = time.monotonic() - killed_at
+    xadd_raw(redis_client, names, video("after-victim"))
+    wait_until("the next job", lambda: all_finished(redis_client, names, ["after-victim"]), 60)
+    new_pids = analyser_pids(handle)
+
+    found = states(redis_client, names, ["victim", "after-victim"])
+    evs = events(redis_client, names)
+    started = [e for e in evs if e.type == EventType.STEP_STARTED and e.job_id == "victim"]
+    analyse_runs = sum(e.data["step"] == "analyse" for e in started)
+    record(
+        "2 analysis worker SIGKILL",
+        "SIGKILL to the analysis actor's worker process while it analyses a job",
+        "the job still completes (actor restarted, call retried)",
+        {
+            "status": str(found["victim"].status),
+            "attempts": found["victim"].attempts,
+            "analyse_runs": analyse_runs,
+            "download_runs": sum(e.data["step"] == "download" for e in started),
+            "seconds_kill_to_done": round(took, 1),
+            "analyser_pid_changed": pid not in new_pids,
+            "next_job": str(found["after-victim"].status),
+        },
+    )
+    assert found["victim"].status is JobStatus.COMPLETED, found["victim"].error
+    assert found["after-victim"].status is JobStatus.COMPLETED
+    assert pid not in new_pids and new_pids
+    assert count_events(evs, EventType.COMPLETED) == {"victim": 1, "after-victim": 1}
+
+
+# -- case 3: redis-server restarted while jobs flow --------------------------------------------
+
+
+@pytest.mark.timeout(240)
+def test_03_redis_restart_bridge_reconnects_without_busy_loop(
+    bridge: Callable[..., BridgeHandle],
+    names: RedisNames,
+    session_logs: Path,
+    tmp_path: Path,
+) -> None:
+    down_s, n = 6.0, 40
+    port, data = free_port(), tmp_path / "redis-aof"
+    data.mkdir()
+    server = start_redis_server(data, port=port, appendonly=True, daemonize=False)
+    servers = [server]
+    try:
+        client = server.client()
+        handle = bridge(
+            redis_url=server.url,
+            window=8,
+            claim_idle_ms=2000,
+            synthetic_seconds={**QUICK_STEPS, "analyse": 0.25},
+        )
+        pid = actor_pid(handle.actor)
+        psutil = _psutil()
+        proc = psutil.Process(pid)
+        job_ids = [f"redis-{i:02d}" for i in range(n)]
+        xadd_many(client, names, [video(j) for j in job_ids])
+        wait_until(
+            "some jobs done",
+            lambda: sum(s.status.finished for s in states(client, names, job_ids).values()) >= 5,
+            60,
+        )
+        client.close()
+        log_before = worker_log(session_logs, pid)
+        server.stop()
+        cpu0, t0 = sum(proc.cpu_times()[:2]), time.monotonic()
+        time.sleep(down_s)
+        cpu_s, wall_s = sum(proc.cpu_times()[:2]) - cpu0, time.monotonic() - t0
+        time.sleep(0.5)  # let the last warnings reach the log file
+        log_down = worker_log(session_logs, pid)[len(log_before) :]
+        server = start_redis_server(data, port=port, appendonly=True, daemonize=False)
+        servers.append(server)
+        client = server.client()
+        back_at = time.monotonic()
+        wait_until("all finished", lambda: all_finished(client, names, job_ids), 150)
+        wait_until("every entry acknowledged", lambda: group_idle(client, names), 30)
+        recovered_s = time.monotonic() - back_at
+        assert not handle.finished(), "the bridge stopped"
+        found = states(client, names, job_ids)
+        completed = count_events(events(client, names), EventType.COMPLETED)
+        read_failures = log_down.count("reading vidbrief:jobs failed")
+        warnings = len([ln for ln in log_down.splitlines() if "WARNING" in ln or "failed" in ln])
+        redelivered = sum(s.attempts > 1 for s in found.values())
+        client.close()
+    finally:
+        for s in servers:
+            s.stop()
+    record(
+        "3 redis-server restart",
+        f"redis-server (AOF) stopped for {down_s:.0f} s mid-run, restarted on the same port",
+        "bridge reconnects with a pause (no busy loop), every job completes once",
+        {
+            "jobs": n,
+            "completed": sum(s.status is JobStatus.COMPLETED for s in found.values()),
+            "completed_events_exactly_once": sum(completed[j] == 1 for j in job_ids),
+            "read_attempts_while_down": read_failures,
+            "read_attempts_per_s": round(read_failures / wall_s, 2),
+            "bridge_log_lines_while_down": warnings,
+            "bridge_cpu_while_down_pct": round(100 * cpu_s / wall_s, 1),
+            "jobs_run_again": redelivered,
+            "seconds_to_finish_after_restart": round(recovered_s, 1),
+        },
+    )
+    assert all(s.status is JobStatus.COMPLETED for s in found.values()) and len(found) == n
+    assert completed == dict.fromkeys(job_ids, 1)
+    assert 1 <= read_failures <= 2 * down_s, log_down[-2000:]  # about one a second
+    assert cpu_s / wall_s < 0.25, f"bridge used {cpu_s:.2f} s CPU in {wall_s:.1f} s"
+
+
+# -- case 5: 1,000 generated hostile messages --------------------------------------------------
+
+
+KNOWN_FIELDS = {"url", "job_id", "webhook_url", "instructions", "language", "producer"}
+
+
+def hostile_messages(count: int, seed: int = 8) -> list[tuple[str, dict[str | bytes, Any]]]:
+    """``count`` (kind, stream fields) pairs, each invalid by construction; deterministic.
+
+    Hypothesis strategies draw the random parts (``find`` with a seeded, derandomised search
+    returns the first example a strategy yields for a given seed), a seeded ``random`` chooses
+    the kinds and the sizes.
+    """
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hsettings
+    from hypothesis import strategies as st
+
+    json_scalar = st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=30)
+    )
+    json_value = st.recursive(
+        json_scalar,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        ),
+        max_leaves=12,
+    )
+    strategies = {
+        "random bytes": st.binary(min_size=0, max_size=300),
+        "not an object": json_value.filter(lambda v: not isinstance(v, dict)),
+        "wrong types": st.fixed_dictionaries(
+            {"url": st.one_of(st.integers(), st.lists(st.text(max_size=5)), st.none())},
+            optional={"job_id": st.integers(), "language": st.lists(st.integers())},
+        ),
+        "unknown field": st.dictionaries(
+            st.text(min_size=1, max_size=20).filter(lambda k: k not in KNOWN_FIELDS),
+            json_value,
+            min_size=1,
+            max_size=3,
+        ),
+        "bad job id": st.text(min_size=1, max_size=100).filter(
+            lambda s: not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", s)
+        ),
+        "bad scheme": st.sampled_from(
+            ["ftp", "file", "javascript", "data", "gopher", "ws", "", "HTTP:/"]
+        ),
+        "random field names": st.dictionaries(
+            st.text(min_size=1, max_size=10).filter(lambda k: k != JOB_FIELD),
+            st.binary(max_size=50),
+            min_size=1,
+            max_size=4,
+        ),
+    }
+    per_kind = count // 10 + 1
+
+    def draw(strategy: Any) -> list[Any]:
+        sink: list[Any] = []
+
+        @given(strategy)
+        @hsettings(
+            max_examples=per_kind * 3,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def collect(value: Any) -> None:
+            sink.append(value)
+
+        collect()
+        return sink
+
+    drawn = {kind: draw(strategy) for kind, strategy in strategies.items()}
+    rng = random.Random(seed)
+    kinds = [*strategies, "huge field", "deep nesting", "deep nesting in a field", "empty job"]
+    out: list[tuple[str, dict[str | bytes, Any]]] = []
+    for i in range(count):
+        kind = kinds[i % len(kinds)]
+        pool = drawn.get(kind)
+        value = pool[rng.randrange(len(pool))] if pool else None
+        url = f"https://videos.example.com/h{i}.mp4"
+        if kind == "random bytes":
+            fields: dict[str | bytes, Any] = {JOB_FIELD: value}
+        elif kind in ("not an object", "wrong types"):
+            fields = {JOB_FIELD: json.dumps(value)}
+        elif kind == "unknown field":
+            fields = {JOB_FIELD: json.dumps({"url": url, **value})}
+        elif kind == "bad job id":
+            fields = {JOB_FIELD: json.dumps({"url": url, "job_id": value})}
+        elif kind == "bad scheme":
+            fields = {JOB_FIELD: json.dumps({"url": f"{value}://x/h{i}"})}
+        elif kind == "random field names":
+            fields = dict(value)
+        elif kind == "huge field":
+            size = rng.choice([70_000, 300_000, 1_000_000])
+            fields = {JOB_FIELD: json.dumps({"url": url, "instructions": "x" * size})}
+        elif kind == "deep nesting":
+            depth = rng.choice([1_000, 10_000, 50_000])
+            fields = {JOB_FIELD: "[" * depth + "]" * depth}
+        elif kind == "deep nesting in a field":
+            depth = rng.choice([500, 5_000, 20_000])
+            nested = "[" * depth + "]" * depth
+            fields = {JOB_FIELD: f'{{"url": "{url}", "instructions": {nested}}}'}
+        else:
+            fields = {JOB_FIELD: ""}
+        out.append((kind, fields))
+    return out
+
+
+@pytest.mark.timeout(240)
+def test_05_hostile_messages_are_dead_lettered_and_valid_jobs_complete(
+    bridge: Callable[..., BridgeHandle], redis_client: redis.Redis, names: RedisNames
+) -> None:
+    n_hostile, every = 1000, 10
+    hostile = hostile_messages(n_hostile)
+    handle = bridge(window=16, synthetic_seconds=dict.fromkeys(QUICK_STEPS, 0.0))
+    raw = redis.Redis(
+        host=redis_client.connection_pool.connection_kwargs["host"],
+        port=redis_client.connection_pool.connection_kwargs["port"],
+    )
+    hostile_ids: dict[str, str] = {}
+    valid: list[str] = []
+    t0 = time.monotonic()
+    with raw.pipeline(transaction=False) as pipe:
+        for i, (_kind, fields) in enumerate(hostile):
+            pipe.xadd(names.jobs, fields)
+            if i % every == 0:
+                valid.append(f"valid-{i:04d}")
+                pipe.xadd(names.jobs, {JOB_FIELD: json.dumps(video(valid[-1]))})
+        ids = pipe.execute()
+    raw.close()
+    cursor = 0
+    for i, (kind, _) in enumerate(hostile):
+        hostile_ids[ids[cursor].decode()] = kind
+        cursor += 2 if i % every == 0 else 1
+
+    wait_until("valid jobs finished", lambda: all_finished(redis_client, names, valid), 180)
+    wait_until("every entry handled", lambda: group_idle(redis_client, names), 60)
+    took = time.monotonic() - t0
+    assert not handle.finished(), "the bridge stopped"
+    handle.stats()
+
+    raw = redis.Redis(
+        host=redis_client.connection_pool.connection_kwargs["host"],
+        port=redis_client.connection_pool.connection_kwargs["port"],
+    )
+    dead = {
+        f[b"stream_id"].decode(): f.get(b"reason", b"").decode("utf-8", "replace")
+        for _, f in raw.xrange(names.dead)
+    }
+    raw.close()
+    found = states(redis_client, names, valid)
+    by_kind: dict[str, int] = {}
+    for sid, kind in hostile_ids.items():
+        if dead.get(sid):
+            by_kind[kind] = by_kind.get(kind, 0) + 1
+    rejected = sum(count_events(events(redis_client, names), EventType.REJECTED).values())
+    record(
+        "5 hostile messages",
+        f"{n_hostile} generated hostile entries ({len(by_kind)} kinds: random bytes, wrong "
+        "types, huge fields to 1 MB, unknown fields, nesting to 50,000) among "
+        f"{len(valid)} valid jobs",
+        "bridge stays up; every hostile entry dead-lettered with a reason; "
+        "every valid job completes",
+        {
+            "hostile": n_hostile,
+            "dead_lettered_with_reason": sum(bool(dead.get(s)) for s in hostile_ids),
+            "rejected_events": rejected,
+            "valid": len(valid),
+            "valid_completed": sum(s.status is JobStatus.COMPLETED for s in found.values()),
+            "bridge_up": not handle.finished(),
+            "seconds": round(took, 1),
+        },
+    )
+    missing = {kind for sid, kind in hostile_ids.items() if not dead.get(sid)}
+    assert not missing, f"not dead-lettered: {missing}"
+    assert len(dead) == n_hostile
+    assert {s.status for s in found.values()} == {JobStatus.COMPLETED} and len(found) == len(valid)
+
+
+# -- case 6: a poison job ----------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_06_poison_job_fails_after_its_retries_others_unaffected(
+    bridge: Callable[..., BridgeHandle], redis_client: redis.Redis, names: RedisNames
+) -> None:
+    retries = 3
+    bridge(window=4, step_retries=retries, max_deliveries=5)
+    poison = video("poison", "vidbrief-fail=analyse:retryable:999")
+    others = [f"healthy-{i}" for i in range(10)]
+    xadd_raw(redis_client, names, poison)
+    xadd_many(redis_client, names, [video(j) for j in others])
+    wait_until("all finished", lambda: all_finished(redis_client, names, ["poison", *others]), 90)
+    wait_until("every entry acknowledged", lambda: group_idle(redis_client, names), 30)
+    found = states(redis_client, names, ["poison", *others])
+    p = found["poison"]
+    evs = events(redis_client, names)
+    analyses = sum(
+        e.type == EventType.STEP_STARTED and e.job_id == "poison" and e.data["step"] == "analyse"
+        for e in evs
+    )
+    dead = redis_client.xlen(names.dead)
+    record(
+        "6 poison job",
+        "a step that always fails retryably (analyse:retryable:999)",
+        f"job failed (retryable error) after {retries} retries, acknowledged, not dead-lettered; "
+        "others complete",
+        {
+            "poison_status": str(p.status),
+            "poison_attempts": p.attempts,
+            "poison_analyse_runs": analyses,
+            "poison_failed_events": count_events(evs, EventType.FAILED)["poison"],
+            "dead_letters": dead,
+            "others_completed": sum(found[j].status is JobStatus.COMPLETED for j in others),
+        },
+    )
+    assert p.status is JobStatus.FAILED and p.error and p.error["retryable"] is True
+    assert p.attempts == retries + 1 and analyses == retries + 1
+    assert dead == 0
+    assert all(found[j].status is JobStatus.COMPLETED for j in others)
+    assert count_events(evs, EventType.FAILED) == {"poison": 1}
+
+
+# -- case 7: soak --------------------------------------------------------------------------
+
+
+class EventFollower(threading.Thread):
+    """Reads the events stream as it grows (a consumer that keeps up), counting completions."""
+
+    def __init__(self, client: redis.Redis, names: RedisNames) -> None:
+        super().__init__(daemon=True)
+        self.client, self.names = client, names
+        self.completed: set[str] = set()
+        self.duplicates = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        after = "0-0"
+        while not self.stop.is_set():
+            reply = self.client.xread({self.names.events: after}, count=5000, block=200)
+            for _, entries in reply or []:
+                for sid, fields in entries:
+                    after = sid
+                    doc = json.loads(fields[EVENT_FIELD])
+                    if doc["type"] == EventType.COMPLETED.value:
+                        if doc["subject"] in self.completed:
+                            self.duplicates += 1
+                        self.completed.add(doc["subject"])
+
+
+def finished_total(port: int) -> int:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    found = re.search(r'vidbrief_bridge_jobs_finished_total\{outcome="completed"\} (\S+)', text)
+    return int(float(found.group(1))) if found else 0
+
+
+@pytest.mark.timeout(900)
+def test_07_soak(
+    bridge: Callable[..., BridgeHandle],
+    redis_client: redis.Redis,
+    redis_server: RedisServer,
+    names: RedisNames,
+) -> None:
+    n, maxlen, ttl = scaled(10_000, 1000), 1000, 20
+    port = free_port()
+    handle = bridge(
+        window=64,
+        metrics_port=port,
+        events_maxlen=maxlen,
+        job_ttl_seconds=ttl,
+        synthetic_seconds=dict.fromkeys(QUICK_STEPS, 0.0),
+        cpu_analysers_per_node=4,
+    )
+    proc = _psutil().Process(actor_pid(handle.actor))
+    follower = EventFollower(redis_server.client(), names)
+    follower.start()
+    job_ids = [f"soak-{i:05d}" for i in range(n)]
+    t0 = time.monotonic()
+    for start in range(0, n, 1000):
+        xadd_many(redis_client, names, [video(j) for j in job_ids[start : start + 1000]])
+    rss_10 = None
+    xlen_max = 0
+    deadline = time.monotonic() + 800
+    while time.monotonic() < deadline:
+        done = finished_total(port)
+        xlen_max = max(xlen_max, redis_client.xlen(names.events))
+        if rss_10 is None and done >= n // 10:
+            rss_10 = proc.memory_info().rss
+        if done >= n:
+            break
+        time.sleep(0.25)
+    took = time.monotonic() - t0
+    wait_until("every entry acknowledged", lambda: group_idle(redis_client, names), 60)
+    rss_100 = proc.memory_info().rss
+    time.sleep(0.5)
+    follower.stop.set()
+    follower.join(5)
+    xlen_end = redis_client.xlen(names.events)
+    node_entries = int(
+        redis_client.config_get("stream-node-max-entries")["stream-node-max-entries"]
+    )
+    ttls = [redis_client.ttl(k) for k in redis_client.scan_iter(match=names.job("*"), count=1000)]
+    remaining_at_end = len(ttls)
+    wait_until(
+        "finished job hashes expired",
+        lambda: next(redis_client.scan_iter(match=names.job("*"), count=1000), None) is None,
+        ttl + 60,
+    )
+    expired_after = time.monotonic() - t0
+    growth = 100 * (rss_100 - (rss_10 or rss_100)) / (rss_10 or rss_100)
+    record(
+        "7 soak",
+        f"{n:,} no-op jobs (synthetic 0 s) through one bridge, window 64; events_maxlen "
+        f"{maxlen}, job_ttl_seconds {ttl}",
+        "0 lost; bridge RSS growth 10%→100% ≤ 5 %; events trimmed to ~maxlen; hashes expire",
+        {
+            "jobs": n,
+            "completed_by_metrics": finished_total(port),
+            "completed_seen_by_follower": len(follower.completed),
+            "duplicate_completed_events": follower.duplicates,
+            "lost": n - len(follower.completed),
+            "dead_letters": redis_client.xlen(names.dead),
+            "seconds": round(took, 1),
+            "jobs_per_s": round(n / took, 1),
+            "rss_at_10pct_mib": round((rss_10 or 0) / 2**20, 1),
+            "rss_at_100pct_mib": round(rss_100 / 2**20, 1),
+            "rss_growth_pct": round(growth, 2),
+            "events_xlen_max": xlen_max,
+            "events_xlen_end": xlen_end,
+            # TTL -1: no expiry set (a leak); -2: expired between SCAN and TTL; 0: under 1 s.
+            "hashes_at_end_without_ttl": ttls.count(-1),
+            "hashes_at_end_with_ttl": sum(0 <= t <= ttl for t in ttls),
+            "hashes_at_end": remaining_at_end,
+            "all_hashes_gone_after_s": round(expired_after, 1),
+        },
+    )
+    assert len(follower.completed) == n and follower.duplicates == 0
+    assert redis_client.xlen(names.dead) == 0
+    assert xlen_max <= maxlen + node_entries, xlen_max
+    assert all(t == -2 or 0 <= t <= ttl for t in ttls), sorted(set(ttls))[:5]
+    assert growth <= 5.0 or SCALE < 1, f"bridge RSS grew {growth:.1f} %"
+
+
+# -- case 8: security through the whole service ------------------------------------------------
+
+REDIS_PW = "chaosmarker-redis-pw-7f3a"
+LLM_KEY = "sk-chaosmarker-llm-key-91c2"
+WEBHOOK_KEY = "Y2hhb3NtYXJrZXItd2ViaG9vay1zZWNyZXQ="  # base64 of chaosmarker-webhook-secret
+SECRETS = (REDIS_PW, LLM_KEY, WEBHOOK_KEY, "chaosmarker")
+
+
+@pytest.mark.timeout(300)
+def test_08_security_through_the_service(
+    bridge: Callable[..., BridgeHandle], session_logs: Path, tmp_path: Path
+) -> None:
+    from media import RequestLog, serve_directory
+
+    from ingest.settings import Settings as S
+
+    # rediss:// (TLS) URLs are accepted by the settings and by the client factory.
+    tls = S(redis_url="rediss://:pw@redis.example.com:6380/0", _env_file=None)
+    assert tls.redis_url and tls.redis_url.get_secret_value().startswith("rediss://")
+    redis.asyncio.from_url(tls.redis_url.get_secret_value())  # parses; connects lazily
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "v.mp4").write_bytes(b"not fetched")
+    server = start_redis_server(
+        tmp_path / "redis-pw",
+        port=free_port(),
+        password=REDIS_PW,
+        appendonly=False,
+        daemonize=False,
+    )
+    requests = RequestLog()
+    try:
+        url = f"redis://:{REDIS_PW}@127.0.0.1:{server.port}/0"
+        client = redis.Redis.from_url(url, decode_responses=True)
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=server.port).ping()
+        names = RedisNames()
+        with serve_directory(site, log=requests) as base:
+            port = int(base.rsplit(":", 1)[1])
+            handle = bridge(
+                redis_url=url,
+                step_mode="real",
+                allow_private_urls=False,
+                llm_api_key=LLM_KEY,
+                webhook_secret=f"whsec_{WEBHOOK_KEY}",
+                webhook_backoff_seconds=(0.1,),
+                cpu_analysers_per_node=1,
+            )
+            urls = {
+                "loopback-ip": (f"http://127.0.0.1:{port}/v.mp4", "loopback"),
+                "private-10": ("http://10.0.0.1/v.mp4", "private address 10.0.0.1"),
+                "metadata": ("http://169.254.169.254/latest/meta-data/", "cloud metadata"),
+                "loopback-v6": (f"http://[::1]:{port}/v.mp4", "loopback"),
+                "localhost": (f"http://localhost:{port}/v.mp4", "loopback"),
+                "redirect": (f"http://127.0.0.1:{port}/redirect?to=http://10.0.0.1/", "loopback"),
+            }
+            for job_id, (u, _) in urls.items():
+                xadd_raw(client, names, {"url": u, "job_id": job_id})
+            xadd_raw(
+                client,
+                names,
+                {
+                    "url": "http://10.0.0.2/v.mp4",
+                    "job_id": "private-hook",
+                    "webhook_url": f"http://127.0.0.1:{port}/hook",
+                },
+            )
+            dead_ids = {
+                "file-url": xadd_raw(client, names, {"url": "file:///etc/passwd"}),
+                "dotdot-id": xadd_raw(client, names, {"url": "https://e.com/v", "job_id": "../x"}),
+                "ten-mb": client.xadd(names.jobs, {JOB_FIELD: "x" * 10 * 2**20}),
+            }
+            jobs = [*urls, "private-hook"]
+            wait_until("the jobs finished", lambda: all_finished(client, names, jobs), 120)
+            wait_until("every entry handled", lambda: group_idle(client, names), 30)
+            wait_until(
+                "the webhook dead-lettered",
+                lambda: any(f.get("kind") == "webhook" for _, f in client.xrange(names.dead)),
+                30,
+            )
+            assert not handle.finished(), "the bridge stopped"
+        found = states(client, names, jobs)
+        dead = {f.get("stream_id") or f.get("kind"): f for _, f in client.xrange(names.dead)}
+        stored = everything_stored(client)
+        client.close()
+    finally:
+        server.stop()
+    time.sleep(1.0)  # let the workers' last lines reach their log files
+    logs = [p for p in session_logs.rglob("*") if p.is_file()]
+    leaked = {
+        secret: [str(p.name) for p in logs if secret.encode() in p.read_bytes()]
+        + [s[:80] for s in stored if secret in s]
+        for secret in SECRETS
+    }
+    pdfs = list(tmp_path.rglob("*.pdf"))
+    leaked_pdf = [p for p in pdfs for s in SECRETS if s.encode() in p.read_bytes()]
+    refused = {
+        j: s.status is JobStatus.FAILED
+        and s.error is not None
+        and s.error["class"] == "PermanentStepError"
+        and s.error["retryable"] is False
+        and "refused URL" in s.error["message"]
+        for j, s in found.items()
+    }
+    reasons_ok = {
+        j: reason in (found[j].error or {}).get("message", "") for j, (_, reason) in urls.items()
+    }
+    webhook = dead.get("webhook", {})
+    record(
+        "8 security",
+        "real-step jobs to loopback/private/metadata/[::1]/localhost URLs (private not allowed), "
+        "a private webhook, file://, job id '../x', a 10 MB entry, a password-protected Redis, "
+        "secrets set to marker strings",
+        "each URL job failed permanently naming the reason, nothing fetched; webhook refused; "
+        "file://, ../ and 10 MB dead-lettered; "
+        "no secret in logs, events, hashes, dead letters, PDFs",
+        {
+            "url_jobs_refused": f"{sum(refused.values())}/{len(refused)}",
+            "reason_named": f"{sum(reasons_ok.values())}/{len(reasons_ok)}",
+            "requests_to_loopback_server": len(requests.requests),
+            "webhook_refused": "refused" in webhook.get("reason", ""),
+            "dead_lettered": {k: sid in dead for k, sid in dead_ids.items()},
+            "bridge_up": True,
+            "log_files_scanned": len(logs),
+            "secret_hits": sum(len(v) for v in leaked.values()),
+            "redis_keys_scanned": len(stored),
+            "pdfs_scanned": len(pdfs),
+        },
+    )
+    assert all(refused.values()), {j: s.error for j, s in found.items()}
+    assert all(reasons_ok.values()), {j: found[j].error for j in urls}
+    assert requests.requests == [], "something was fetched"
+    assert "refused" in webhook.get("reason", ""), webhook
+    assert "scheme 'file' is not allowed" in dead[dead_ids["file-url"]]["reason"]
+    assert "job_id" in dead[dead_ids["dotdot-id"]]["reason"]
+    assert "larger than" in dead[dead_ids["ten-mb"]]["reason"]
+    assert not any(leaked.values()), leaked
+    assert not leaked_pdf
+
+
+def everything_stored(client: redis.Redis) -> list[str]:
+    """Every key's content, by type (events, dead letters, job hashes, webhook logs, ...)."""
+    readers: dict[str, Callable[[str], Any]] = {
+        "string": client.get,
+        "hash": client.hgetall,
+        "list": lambda k: client.lrange(k, 0, -1),
+        "set": lambda k: sorted(client.smembers(k)),
+        "zset": lambda k: client.zrange(k, 0, -1, withscores=True),
+        "stream": lambda k: client.xrange(k),
+    }
+    out = []
+    for key in client.scan_iter(count=1000):
+        read = readers.get(client.type(key))
+        out.append(json.dumps([key, read(key) if read else None], default=str))
+    return out
+
+
+# -- case 4: the node a job is pinned to removed mid-job ---------------------------------------
+
+
+@pytest.mark.timeout(240)
+def test_99_case4_pinned_node_removed_mid_job(
+    cluster: Cluster,
+    bridge: Callable[..., BridgeHandle],
+    redis_client: redis.Redis,
+    names: RedisNames,
+) -> None:
+    doomed = cluster.add_node(**EXTRA_NODE)
+    cluster.wait_for_nodes()
+    # As in tests/test_raybridge_cluster.py: long analyses, so the node is removed while its
+    # work is still running however loaded the machine is, and removal waits for an analysis
+    # actually under way there (not merely a download).
+    handle = bridge(
+        window=12, node_refresh_seconds=0.5, synthetic_seconds={**QUICK_STEPS, "analyse": 3.0}
+    )
+    wait_until(
+        "an analysis actor on the new node",
+        lambda: doomed.node_id in handle.stats()["analysers"],
+        60,
+    )
+    job_ids = [f"lost-{i:02d}" for i in range(12)]
+    xadd_many(redis_client, names, [video(j) for j in job_ids])
+    wait_until(
+        "an analysis under way on the doomed node",
+        lambda: any(
+            e.data.get("node") == doomed.node_id and e.data.get("step") == "analyse"
+            for e in events(redis_client, names)
+            if e.type == EventType.STEP_STARTED
+        ),
+        60,
+    )
+    cluster.remove_node(doomed, allow_graceful=False)
+    removed_at = time.monotonic()
+    wait_until("all finished", lambda: all_finished(redis_client, names, job_ids), 150)
+    took = time.monotonic() - removed_at
+    found = states(redis_client, names, job_ids)
+    evs = events(redis_client, names)
+    were_there = {
+        e.job_id
+        for e in evs
+        if e.type == EventType.STEP_STARTED and e.data.get("node") == doomed.node_id
+    }
+    moved = {j for j in were_there if found[j].attempts > 1}
+    downloads = [
+        (e.job_id, e.data["node"])
+        for e in evs
+        if e.type == EventType.STEP_STARTED and e.data["step"] == "download" and e.job_id in moved
+    ]
+    completed = count_events(evs, EventType.COMPLETED)
+    record(
+        "4 pinned node removed",
+        "Cluster.remove_node (not graceful) of the node holding downloads and an analysis",
+        "the jobs there run again on another node and complete, each once",
+        {
+            "jobs": len(job_ids),
+            "jobs_on_lost_node": len(were_there),
+            "jobs_run_again": len(moved),
+            "analysed_elsewhere_in_the_end": sum(
+                found[j].steps["analyse"].node != doomed.node_id for j in were_there
+            ),
+            # These simulated nodes share one disk: a download finished on the lost node may
+            # be reused instead of repeated.
+            "downloads_repeated_elsewhere": len(
+                {j for j, node in downloads if node != doomed.node_id}
+            ),
+            "completed": sum(s.status is JobStatus.COMPLETED for s in found.values()),
+            "completed_events_exactly_once": sum(completed[j] == 1 for j in job_ids),
+            "seconds_removal_to_all_done": round(took, 1),
+        },
+    )
+    assert {s.status for s in found.values()} == {JobStatus.COMPLETED}, {
+        j: s.error for j, s in found.items() if s.error
+    }
+    assert moved, "no job was downloaded again after its node was lost"
+    assert completed == dict.fromkeys(job_ids, 1)
+    for job_id, state in found.items():
+        download, analysis = state.steps["download"].node, state.steps["analyse"].node
+        # Pinned, except that these simulated nodes share one disk: an output finished on the
+        # lost node (even by a worker that outlived its raylet a moment) may be reused.
+        assert analysis == download or doomed.node_id in (analysis, download), job_id
