@@ -8,8 +8,11 @@ so Ray (and its dashboard) sees the chain and nothing waits in the driver:
     brief      task, anywhere with a little CPU
     report     task, on a node holding ``vidbrief_report``
 
-Task names are ``<job_id>:<step>``. A retry passes the refs of the steps that succeeded, so
-only the failed step and the ones after it run again. It also starts the analysis actors and
+Task names are the step's name, never per job: the submitting worker (the bridge) keeps Ray's
+per-name task counters and metric series for as long as it lives, so ``<job_id>:<step>`` names
+grew its memory by tens of KiB a job (job ids are in the job hash and the step events). A
+retry passes the refs of the steps that succeeded, so only the failed step and the ones after
+it run again. It also starts the analysis actors and
 the bridge actor itself, and tells Ray's failures apart (``classify``).
 """
 
@@ -115,7 +118,7 @@ class Launcher:
     def _submit(
         self, spec: StepSpec, ctx: JobContext, node_id: str, analyser: Any, earlier: list[Any]
     ) -> ray.ObjectRef:
-        name = f"{ctx.job_id}:{spec.name}"
+        name = spec.name  # bounded: a per-job name leaks in Ray's per-name state (see above)
         if spec.name == ANALYSE_STEP:
             return analyser.analyse.options(name=name).remote(self.progress, ctx, *earlier)
         options: dict[str, Any] = {

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from ingest.errors import VidbriefError
 from ingest.settings import Settings
+from vidbrief.bench import bench_app
 
 app = typer.Typer(
     help="Turn videos into written briefs: a Redis stream in, a Ray chain, PDFs and webhooks out.",
@@ -25,6 +26,7 @@ redis_app = typer.Typer(
     help="The embedded Redis (used when VIDBRIEF_REDIS_URL is unset).", no_args_is_help=True
 )
 app.add_typer(dead_app, name="dead")
+app.add_typer(bench_app, name="bench")
 app.add_typer(redis_app, name="redis")
 
 out = Console()
