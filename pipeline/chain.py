@@ -61,8 +61,7 @@ class StepSpec:
 
 
 CHAIN: tuple[StepSpec, ...] = (
-    StepSpec("download", "pipeline.download:run", num_cpus=0.25,
-             resources={DOWNLOAD_SLOT: 1}),
+    StepSpec("download", "pipeline.download:run", num_cpus=0.25, resources={DOWNLOAD_SLOT: 1}),
     # num_gpus is set by the bridge: 1 where the cluster has GPUs, else CPU only.
     StepSpec("analyse", "pipeline.analyse:run", num_cpus=1, pinned_to_download=True),
     StepSpec("brief", "pipeline.brief:run", num_cpus=0.1),
@@ -135,8 +134,12 @@ def _inject_failure(step: str, ctx: JobContext) -> None:
 
 
 def _output_key(step: str, ctx: JobContext) -> dict[str, Any]:
-    return {"job_id": ctx.job_id, "step": step, "version": STEPS[step].version,
-            "mode": ctx.settings.step_mode}
+    return {
+        "job_id": ctx.job_id,
+        "step": step,
+        "version": STEPS[step].version,
+        "mode": ctx.settings.step_mode,
+    }
 
 
 def save_output(step: str, ctx: JobContext, output: Any) -> None:
