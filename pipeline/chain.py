@@ -8,7 +8,7 @@ The bridge reads :data:`CHAIN` and calls :func:`run_step`; it never imports a st
 ``VIDBRIEF_STEP_MODE=synthetic`` swaps only the bodies (a sleep that holds the same
 resources), so the chain, its resources and its placement stay exactly the same.
 
-Outputs are kept by (job, step, version) in ``<work_dir>/<job_id>/<step>/output.json``: a step
+Outputs are kept by (job, step, version) in ``<work_dir>/<job_id>/<step>/output.json.zst``: a step
 asked again (a retry, a restarted bridge) returns the kept output instead of running, as long as
 the files it names still exist. Bump a step's ``version`` when its output changes meaning.
 
@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ from pydantic import BaseModel
 
 from ingest.errors import PermanentStepError, RetryableStepError
 from ingest.settings import Settings
+from pipeline import artefacts
 from pipeline.context import JobContext
 
 #: Custom Ray resource a node offers per concurrent download (``ray start --resources``).
@@ -70,7 +69,7 @@ CHAIN: tuple[StepSpec, ...] = (
 STEPS: dict[str, StepSpec] = {s.name: s for s in CHAIN}
 
 
-OUTPUT_FILE = "output.json"
+OUTPUT_FILE = "output.json.zst"  # zstd-compressed JSON (pipeline.artefacts)
 #: Key in a job URL's fragment that injects a synthetic failure (synthetic mode only).
 FAIL_MARKER = "vidbrief-fail"
 
@@ -150,18 +149,15 @@ def save_output(step: str, ctx: JobContext, output: Any) -> None:
     else:
         kind, value = "json", output
     doc = {"key": _output_key(step, ctx), "type": kind, "value": value}
-    path = ctx.step_dir(step) / OUTPUT_FILE
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc))
-    tmp.replace(path)
+    artefacts.save_json(ctx.step_dir(step) / OUTPUT_FILE, doc)
 
 
 def load_output(step: str, ctx: JobContext) -> Any | None:
     """A kept output of this (job, step, version) whose files still exist, else None."""
     path = ctx.workdir / step / OUTPUT_FILE
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
+        doc = artefacts.load_json(path)
+    except Exception:  # missing, truncated or corrupt: compute the step again
         return None
     if doc.get("key") != _output_key(step, ctx) or _missing_files(doc.get("value")):
         return None
