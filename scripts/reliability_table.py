@@ -57,16 +57,13 @@ NOTES = """\
   A CPU-only node needs CPUs beyond its CPU analysis actors (1 CPU each) for the downloads
   (0.25 CPU each) pinned to it: a 2-CPU node with `VIDBRIEF_CPU_ANALYSERS_PER_NODE=2`
   never starts a download (that is why the first version of this case saw no work there).
-- **Case 7 (soak): open finding, the case fails at full scale.** No job is lost or completed
-  twice, the events stream stays trimmed and every job hash expires, but the bridge actor's RSS
-  grows with the number of jobs it has run, by about 85-90 KiB a job (10,000 jobs: see the
-  RSS figures in the row; the CI-sized 1,000-job run shows a similar slope, 40-55 KiB a job, and
-  does not assert the bound). Not the cause, checked: the window's slots, the job-task map and
-  the Prometheus label sets are bounded, and the soak writes no dataset rows (no
-  `dataset_url`). Not yet located (candidates: per-task ownership or task-event bookkeeping of
-  the Ray core worker in the bridge's process, asyncio/redis client buffers); a long-running
-  bridge should be restarted periodically until it is. The RSS bound (growth from 10 % to
-  100 % of the jobs ≤ 5 %) is asserted at full scale only.
+- **Case 7 (soak).** No job is lost or completed twice, the events stream stays trimmed and
+  every job hash expires; the bridge actor's RSS grew 3.6 % from 10 % to 100 % of 10,000 jobs
+  (148.0 → 153.3 MiB; the run shared the machine with a CI run, hence 15 jobs/s). An earlier
+  full run found +433 % (≈87 KiB a job): the bridge named every Ray task `<job_id>:<step>`, and
+  Ray's core worker keeps native per-name state in the submitting process for its whole life.
+  Task names are now the step name only (raybridge/launcher.py); measured 80 → 1.6 KiB a job.
+  The RSS bound (growth from 10 % to 100 % of the jobs ≤ 5 %) is asserted at full scale only.
   The events stream is checked against `events_maxlen` plus one Redis stream node
   (`stream-node-max-entries`), since `XADD MAXLEN ~` trims whole nodes. A job hash TTL of -2
   (expired between SCAN and TTL) or 0 (under a second left) counts as expiring; -1 (no
