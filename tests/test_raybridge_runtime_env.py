@@ -35,6 +35,29 @@ from raybridge.run import SHIPPED_PACKAGES, connect_ray, start_bridge
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.integration]
 
+# The shipping test runs in a fresh pytest process (a fresh Ray driver), as `vidbrief bridge`
+# does in production, with RAY_AUTH_MODE=disabled like its loopback head. Ray reads that mode
+# once per process, and an earlier in-process `ray.init` (tests/test_raybridge_bridge.py) sets
+# RAY_AUTH_MODE=token in os.environ: a driver with token auth against this head without it
+# gets its first actor cancelled before it starts.
+FRESH_DRIVER_ENV = "VIDBRIEF_TEST_FRESH_DRIVER"
+IN_FRESH_DRIVER = os.environ.get(FRESH_DRIVER_ENV) == "1"
+FRESH_DRIVER_TIMEOUT_S = 300
+
+
+@pytest.mark.skipif(IN_FRESH_DRIVER, reason="this is the fresh driver")
+def test_code_shipping_in_a_fresh_driver() -> None:
+    """Runs the shipping test below in its own pytest process and requires it to pass."""
+    env = {**os.environ, FRESH_DRIVER_ENV: "1", "RAY_AUTH_MODE": "disabled"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+         "-k", "ships_the_code"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=FRESH_DRIVER_TIMEOUT_S,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "1 passed" in result.stdout
+
+
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_S = {"download": 0.05, "analyse": 0.1, "brief": 0.02, "report": 0.01}
 #: `ray start --block`, gcs_server and raylet outlive SIGTERM for 30 s and more (measured):
@@ -139,6 +162,7 @@ def ray_head() -> Iterator[tuple[str, Path]]:
         assert not left, f"processes of the test's Ray head still running: {sorted(left)}"
 
 
+@pytest.mark.skipif(not IN_FRESH_DRIVER, reason="run by test_code_shipping_in_a_fresh_driver")
 @pytest.mark.timeout(240)
 def test_bridge_ships_the_code_to_a_head_without_it(
     ray_head: tuple[str, Path],
