@@ -82,8 +82,11 @@ def synthetic_output(step: str, ctx: JobContext) -> dict[str, Any]:
 def run_step(step: str, ctx: JobContext, *earlier: Any) -> Any:
     """Run one step for one job: its kept output, else the real function (or a sleep)."""
     kept = load_output(step, ctx)
-    if kept is not None:
-        return kept
+    return kept if kept is not None else compute_step(step, ctx, *earlier)
+
+
+def compute_step(step: str, ctx: JobContext, *earlier: Any) -> Any:
+    """Run one step for one job and keep its output (the caller checked for a kept one)."""
     output = _compute(step, ctx, *earlier)
     save_output(step, ctx, output)
     return output

@@ -26,7 +26,7 @@ from ingest.errors import StepError
 from ingest.events import EventType, build_event
 from ingest.models import JobState, JobStatus, hash_fields, now, step_fields
 from ingest.names import EVENT_FIELD, RedisNames
-from pipeline.chain import CHAIN, load_output, run_step
+from pipeline.chain import CHAIN, compute_step, load_output
 from pipeline.context import JobContext
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def _record_script(url: str) -> Any:
 
 
 def run_recorded(progress: Progress, step: str, ctx: JobContext, *earlier: Any) -> Any:
-    """Run one step (``pipeline.chain.run_step``), recording its start and end."""
+    """Run one step (its kept output, else ``pipeline.chain.compute_step``), recording it."""
     kept = load_output(step, ctx)
     if kept is not None:
         return kept
@@ -136,7 +136,7 @@ def run_recorded(progress: Progress, step: str, ctx: JobContext, *earlier: Any) 
         ctx = replace(ctx, step_seconds=progress.step_seconds(ctx))
     started = time.monotonic()
     try:
-        output = run_step(step, ctx, *earlier)
+        output = compute_step(step, ctx, *earlier)
     except StepError as e:
         e.step = e.step or step  # the bridge reports which step failed
         raise
