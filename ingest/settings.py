@@ -71,7 +71,9 @@ class Settings(BaseSettings):
         None,
         ge=0,
         description="Jobs per node, beyond one per analyser, that may be downloading or "
-        "downloaded and waiting for the node's GPU. Unset: one per analyser.",
+        "downloaded and waiting for the node's GPU. Unset: measured per node, enough "
+        "downloads under way to cover the download time (analysers × download s / analysis "
+        "s), at least one per analyser.",
     )
     analysis_on: Literal["auto", "gpu", "cpu"] = Field(
         "auto", description="Analysis actors on GPUs, on CPUs, or GPUs when the cluster has any."

@@ -58,14 +58,20 @@ def decompress(data: bytes) -> bytes:
     return zstandard.ZstdDecompressor().decompressobj().decompress(data)
 
 
-def save_json(path: Path | str, model_or_obj: Any, level: int = DEFAULT_LEVEL) -> Sizes:
-    """Write ``model_or_obj`` as zstd-compressed JSON to ``path`` (``*.json.zst``)."""
+def save_json(
+    path: Path | str, model_or_obj: Any, level: int = DEFAULT_LEVEL, *, durable: bool = True
+) -> Sizes:
+    """Write ``model_or_obj`` as zstd-compressed JSON to ``path`` (``*.json.zst``).
+
+    ``durable=False`` skips the fsync (:func:`pipeline.storage.write_local`): the write stays
+    atomic, but a power cut may leave a torn file, which :func:`load_json` then fails to read.
+    """
     path = Path(path)
     if not path.name.endswith(SUFFIX):
         raise ValueError(f"artefacts: name {path.name!r} must end in {SUFFIX} (it is compressed)")
     raw = to_json_bytes(model_or_obj)
     data = compress(raw, level)
-    write_local(path, data)
+    write_local(path, data, durable=durable)
     return Sizes(len(raw), len(data))
 
 

@@ -152,14 +152,20 @@ def save_output(step: str, ctx: JobContext, output: Any) -> None:
     else:
         kind, value = "json", output
     doc = {"key": _output_key(step, ctx), "type": kind, "value": value}
-    artefacts.save_json(ctx.step_dir(step) / OUTPUT_FILE, doc)
+    # Not fsynced: a kept output is a cache. After a power cut a torn or empty file fails to
+    # load, and the step runs again; an fsync per step would cost more than that rare rerun.
+    # The path, not ctx.step_dir: the write makes the folder, one mkdir instead of two.
+    artefacts.save_json(_output_path(step, ctx), doc, durable=False)
+
+
+def _output_path(step: str, ctx: JobContext) -> Path:
+    return ctx.workdir / step / OUTPUT_FILE
 
 
 def load_output(step: str, ctx: JobContext) -> Any | None:
     """A kept output of this (job, step, version) whose files still exist, else None."""
-    path = ctx.workdir / step / OUTPUT_FILE
     try:
-        doc = artefacts.load_json(path)
+        doc = artefacts.load_json(_output_path(step, ctx))
     except Exception:  # missing, truncated or corrupt: compute the step again
         return None
     if doc.get("key") != _output_key(step, ctx) or _missing_files(doc.get("value")):

@@ -5,7 +5,8 @@ either a plain path (``/srv/reports``, ``~/reports``, ``C:\\reports``, ``file://
 or an fsspec URL (``s3://bucket/prefix``, ``gs://…``, ``memory://…``). Writes never show a
 reader half a file:
 
-- local: a temporary name in the same folder, fsync, rename (``os.replace`` is atomic);
+- local: a temporary name in the same folder, fsync, rename (``os.replace`` is atomic); the
+  fsync can be left out where a file lost to a power cut costs only a recomputation;
 - object stores (S3, GCS, Azure, memory): one PUT, or one completed multipart upload, is
   atomic per object, so the object is written in place;
 - other filesystems (SFTP, SMB, HDFS …): a temporary name, then ``mv``, as atomic as the
@@ -150,15 +151,21 @@ def read_bytes(url: str, storage_options: StorageOptions | None = None) -> bytes
     return fs.cat_file(path)
 
 
-def write_local(path: Path, data: bytes) -> None:
-    """Temporary name in the same folder, fsync, rename: all or nothing, even on a crash."""
+def write_local(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Temporary name in the same folder, rename: a reader sees the old file or the new one.
+
+    ``durable`` (the default) also fsyncs before the rename, so the new content survives a
+    power loss. Without it a crash may leave an empty or torn file under the final name: only
+    for files whose readers treat that as absent (kept step outputs are computed again).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:

@@ -2,7 +2,7 @@
 
     vidbrief:jobs ──XREADGROUP (COUNT = free slots)──▶ window ──▶ placement ──▶ launcher ──▶ Ray
          ▲                                                                                  │
-         └── XACK + job hash + terminal event, in one MULTI ◀── await the chain's refs ◀────┘
+         └── XACK + job hash + terminal event, one script ◀──── await the chain's refs ◀────┘
 
 The loop reads only while the window has room (backpressure: the backlog stays in the stream),
 admits each entry (dead letter, duplicate, finished, cancelled, or a job), and gives every job
@@ -56,6 +56,7 @@ from raybridge.announce import Announcer
 from raybridge.health import HealthMonitor, ray_node_resources, ray_probe
 from raybridge.metrics import BridgeMetrics
 from raybridge.outcome import Failure, FailureKind, Outcome
+from raybridge.pace import Pace
 from raybridge.placement import ClusterSnapshot, NodeView, analysers_wanted, choose_node
 from raybridge.steps import Progress
 from raybridge.stream import READ_BLOCK_MS, Entry, JobStream
@@ -113,6 +114,7 @@ class Bridge:
             job_ttl_seconds=settings.job_ttl_seconds,
         )
         self.window = Window(settings.window)
+        self.pace = Pace()
         self.policy = policy or WindowRoom()
         self.metrics = BridgeMetrics()
         self.announcer = Announcer(settings, redis_url)
@@ -309,6 +311,8 @@ class Bridge:
             return
         job_id = request.job_id or _default_job_id(entry.stream_id)
         request = request.model_copy(update={"job_id": job_id})
+        if job_id not in self.window and await self._accept_new(entry, request):
+            return
         state = await self._state(job_id)
         if not await self._skip(entry, job_id, state):
             await self._accept(entry, request, state)
@@ -375,22 +379,44 @@ class Bridge:
         other = state.stream_id
         return bool(other and other != entry.stream_id and await self.stream.is_pending(other))
 
+    async def _accept_new(self, entry: Entry, request: JobRequest) -> bool:
+        """The common case in one round trip: a job never run (no hash, or queued by a
+        producer for this very entry) is accepted by one script. False: it needs a look at
+        its state (finished, cancelled, running elsewhere, resumed) — the slow path."""
+        job_id, t = request.job_id or "", now()
+        slot = self.window.add(Slot(job_id, entry.stream_id, entry.deliveries))
+        try:
+            accepted = await self.stream.accept_new(
+                job_id,
+                entry.stream_id,
+                self._accepted_fields(entry, request, t),
+                hash_fields(status=JobStatus.QUEUED, created_at=t, attempts=0),
+                self._accepted_event(entry, request),
+            )
+        except BaseException:
+            self.window.remove(job_id)
+            raise
+        if not accepted:
+            self.window.remove(job_id)
+            return False
+        self._start_job(slot, request, None)
+        return True
+
     async def _accept(self, entry: Entry, request: JobRequest, state: JobState | None) -> None:
         job_id = request.job_id or ""
         slot = self.window.add(Slot(job_id, entry.stream_id, entry.deliveries))
-        self.metrics.observe_window(self.window)
         try:
             await self._record_accepted(entry, request, state)
         except BaseException:
             self.window.remove(job_id)
             raise
-        prefer = _download_node(state)
-        self._jobs[job_id] = asyncio.create_task(self._job_main(slot, request, prefer))
+        self._start_job(slot, request, _download_node(state))
 
-    async def _record_accepted(
-        self, entry: Entry, request: JobRequest, state: JobState | None
-    ) -> None:
-        job_id, t = request.job_id or "", now()
+    def _start_job(self, slot: Slot, request: JobRequest, prefer: str | None) -> None:
+        self.metrics.observe_window(self.window)
+        self._jobs[slot.job_id] = asyncio.create_task(self._job_main(slot, request, prefer))
+
+    def _accepted_fields(self, entry: Entry, request: JobRequest, t: float) -> dict[str, str]:
         fields = hash_fields(
             url=request.url,
             stream_id=entry.stream_id,
@@ -398,19 +424,23 @@ class Bridge:
             bridge=self.settings.bridge_name,
         )
         fields["request"] = request.to_json()
+        return fields
+
+    def _accepted_event(self, entry: Entry, request: JobRequest) -> bytes:
+        data = {"stream_id": entry.stream_id, "url": request.url}
+        return build_event(EventType.ACCEPTED, request.job_id or "", self.source, "accepted", data)
+
+    async def _record_accepted(
+        self, entry: Entry, request: JobRequest, state: JobState | None
+    ) -> None:
+        job_id, t = request.job_id or "", now()
+        fields = self._accepted_fields(entry, request, t)
         if state is None:
             fields.update(hash_fields(status=JobStatus.QUEUED, created_at=t, attempts=0))
         async with self.stream.transaction() as pipe:
             await self.stream.update_job(job_id, fields, pipe)
             if state is None or state.status is JobStatus.QUEUED:
-                event = build_event(
-                    EventType.ACCEPTED,
-                    job_id,
-                    self.source,
-                    "accepted",
-                    {"stream_id": entry.stream_id, "url": request.url},
-                )
-                await self.stream.publish(event, pipe)
+                await self.stream.publish(self._accepted_event(entry, request), pipe)
 
     # -- one job ----------------------------------------------------------------------------
 
@@ -477,6 +507,7 @@ class Bridge:
                 )
         slot.attempt = await self._begin_attempt(slot.job_id)
         ctx = JobContext(slot.job_id, request, self.settings, slot.attempt)
+        slot.launched_at = time.monotonic() if DOWNLOAD_STEP not in done else None
         slot.refs = self.launcher.launch(ctx, slot.node_id or "", slot.analyser, done)
         return await self._follow(slot)
 
@@ -495,9 +526,16 @@ class Bridge:
         return outputs, None
 
     def _step_done(self, slot: Slot, step: str) -> None:
+        t = time.monotonic()
         if step == DOWNLOAD_STEP and slot.phase is Phase.DOWNLOADING:
+            if slot.node_id and slot.launched_at is not None:
+                self.pace.downloaded(slot.node_id, slot.launched_at, t)
+            slot.downloaded_at = t
             self.window.advance(slot.job_id, Phase.ANALYSING)
+            self._dispatch()  # a download slot is free: the next waiting job may take it
         elif step == ANALYSE_STEP:
+            if slot.node_id and slot.downloaded_at is not None:
+                self.pace.analysed(slot.node_id, slot.analyser, slot.downloaded_at, t)
             self._leave_node(slot, Phase.FINISHING)
 
     def _kept_before(self, slot: Slot, step: str) -> dict[str, Any]:
@@ -523,7 +561,7 @@ class Bridge:
     async def _store(
         self, job_id: str, stream_id: str, outcome: Outcome, state: JobState | None
     ) -> None:
-        """Job hash + terminal event + XACK in one MULTI (see JobStream.finish)."""
+        """Job hash + terminal event + XACK in one atomic script (see JobStream.finish)."""
         state = state or await self._state(job_id)
         seconds = _step_seconds(state)
         t = now()
@@ -619,11 +657,16 @@ class Bridge:
     def _snapshot(self) -> ClusterSnapshot:
         nodes = tuple(
             replace(
-                n, analysers=len(self._analysers.get(n.node_id, ())), **self._verdict(n.node_id)
+                n,
+                analysers=(analysers := len(self._analysers.get(n.node_id, ()))),
+                lookahead=self.pace.lookahead(n.node_id, analysers),
+                **self._verdict(n.node_id),
             )
             for n in self._nodes
         )
-        return ClusterSnapshot(nodes).with_assigned(self.window.assigned_per_node())
+        return ClusterSnapshot(nodes).with_assigned(
+            self.window.assigned_per_node(), self.window.downloading_per_node()
+        )
 
     def _verdict(self, node_id: str) -> dict[str, Any]:
         health = self.health.get(node_id) if self.health is not None else None
@@ -658,6 +701,7 @@ class Bridge:
     def _fit_analysers(self, node: NodeView) -> None:
         if not node.alive:
             self._analysers.pop(node.node_id, None)  # its actors died with it
+            self.pace.forget(node.node_id)
             return
         wanted = analysers_wanted(
             node, on_gpus=bool(self._on_gpus), cpu_per_node=self.settings.cpu_analysers_per_node
@@ -691,6 +735,8 @@ class Bridge:
                 "download_slots": node.download_slots,
                 "analysers": node.analysers,
                 "assigned": node.assigned,
+                "capacity": node.capacity(self.settings.download_lookahead),
+                **self.pace.as_dict(node.node_id),
             }
             row.update(health.as_dict() if health is not None else {"healthy": True})
             rows.append(row)

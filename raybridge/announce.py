@@ -32,13 +32,17 @@ class Announcer:
 
     async def finished(self, state: JobState, outcome: Outcome, event: bytes) -> None:
         """Called once per job, after its outcome is stored."""
-        await asyncio.to_thread(self._announce, state, outcome, event)
-
-    def _announce(self, state: JobState, outcome: Outcome, event: bytes) -> None:
         webhook_url = (state.request or {}).get("webhook_url")
+        row = bool(self.settings.dataset_url) and outcome.status in DATASET_STATUSES
+        if webhook_url or row:  # a thread hop per job costs the loop more than the check
+            await asyncio.to_thread(self._announce, state, outcome, event, webhook_url, row)
+
+    def _announce(
+        self, state: JobState, outcome: Outcome, event: bytes, webhook_url: str | None, row: bool
+    ) -> None:
         if webhook_url:
             self._guarded("webhook", self._queue_webhook, state.job_id, webhook_url, event)
-        if self.settings.dataset_url and outcome.status in DATASET_STATUSES:
+        if row:
             self._guarded("dataset row", self._append_row, state, outcome)
 
     def _guarded(self, what: str, action: Any, *args: Any) -> None:

@@ -69,6 +69,7 @@ class Launcher:
         self.progress = progress
         self._task = ray.remote(run_recorded)
         self._analyser_cls = ray.remote(Analyser)
+        self._remotes: dict[tuple[str, str | None], Any] = {}
 
     # -- the cluster ------------------------------------------------------------------------
 
@@ -118,20 +119,31 @@ class Launcher:
     def _submit(
         self, spec: StepSpec, ctx: JobContext, node_id: str, analyser: Any, earlier: list[Any]
     ) -> ray.ObjectRef:
-        name = spec.name  # bounded: a per-job name leaks in Ray's per-name state (see above)
         if spec.name == ANALYSE_STEP:
-            return analyser.analyse.options(name=name).remote(self.progress, ctx, *earlier)
-        options: dict[str, Any] = {
-            "name": name,
-            "num_cpus": spec.num_cpus,
-            "num_gpus": spec.num_gpus,
-            "resources": dict(spec.resources),
-            "max_retries": TASK_SYSTEM_RETRIES,
-            "retry_exceptions": False,
-        }
-        if spec is CHAIN[0] or spec.pinned_to_download:
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
-        return self._task.options(**options).remote(self.progress, spec.name, ctx, *earlier)
+            return analyser.analyse.options(name=spec.name).remote(self.progress, ctx, *earlier)
+        pinned = spec is CHAIN[0] or spec.pinned_to_download
+        return self._remote(spec, node_id if pinned else None).remote(
+            self.progress, spec.name, ctx, *earlier
+        )
+
+    def _remote(self, spec: StepSpec, node_id: str | None) -> Any:
+        """The step's task with its options, built once per (step, node): ``.options()`` costs
+        the bridge's loop more than the submission it prepares."""
+        key = (spec.name, node_id)
+        remote = self._remotes.get(key)
+        if remote is None:
+            options: dict[str, Any] = {
+                "name": spec.name,  # bounded: a per-job name leaks in Ray's per-name state
+                "num_cpus": spec.num_cpus,
+                "num_gpus": spec.num_gpus,
+                "resources": dict(spec.resources),
+                "max_retries": TASK_SYSTEM_RETRIES,
+                "retry_exceptions": False,
+            }
+            if node_id is not None:
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
+            remote = self._remotes[key] = self._task.options(**options)
+        return remote
 
     @staticmethod
     def cancel(refs: Iterable[ray.ObjectRef]) -> None:

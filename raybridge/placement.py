@@ -10,11 +10,14 @@ start soonest, i.e. the smallest ``(assigned + 1) / analysers`` — the GPU back
 GPUs, counting the new job. Ties go to the node with more analysers, then more download slots,
 then the lower node id (deterministic).
 
-A node takes at most ``analysers + lookahead`` jobs (``lookahead`` defaults to one per
-analyser): enough that the next video is on disk when a GPU frees (downloads overlap analysis),
-few enough that one node cannot hoard the stream while another GPU idles — the starvation the
-seed article fights with a per-node ``step_a_slot``. A job that finds every node full waits in
-the bridge's window, not on a node.
+A node takes at most ``analysers + lookahead`` jobs (``lookahead`` is measured per node, see
+pace.py: one per analyser until then and whenever analyses outlast downloads): enough that the
+next video is on disk when a GPU frees (downloads overlap analysis), few enough that one node
+cannot hoard the stream while another GPU idles — the starvation the
+seed article fights with a per-node ``step_a_slot``. It also takes a job only while one of its
+download slots is free, so Ray never queues a download behind another on a node: the bridge's
+read order decides which job downloads first. A job that finds every node full waits in the
+bridge's window, not on a node.
 
 A job resumed after a bridge restart prefers the node that holds its download (``prefer``) as
 long as that node is alive and still has analysers, whatever its look-ahead or health, since its
@@ -58,13 +61,18 @@ class NodeView:
     analysers: int = 0
     #: This bridge's jobs downloading, downloaded-waiting or analysing here.
     assigned: int = 0
+    #: Of those, the ones whose download is running or queued in Ray.
+    downloading: int = 0
+    #: Look-ahead measured for this node (pace.py); None: one per analyser.
+    lookahead: int | None = None
     #: Enough free disk and memory for the next download (health.py); why not, when not.
     healthy: bool = True
     health_reason: str = ""
 
     def capacity(self, lookahead: int | None) -> int:
-        """Jobs this node may hold at once: one per analyser plus the look-ahead."""
-        extra = self.analysers if lookahead is None else lookahead
+        """Jobs this node may hold at once: one per analyser plus the look-ahead — the one
+        configured if any, else the node's measured one, else one per analyser."""
+        extra = next(x for x in (lookahead, self.lookahead, self.analysers) if x is not None)
         return self.analysers + extra
 
     @property
@@ -72,7 +80,19 @@ class NodeView:
         return self.alive and self.analysers > 0 and self.download_slots > 0
 
     def has_room(self, lookahead: int | None) -> bool:
-        return self.can_analyse and self.healthy and self.assigned < self.capacity(lookahead)
+        """Room for one more job now: below its look-ahead *and* a download slot free.
+
+        The slot check keeps Ray from holding more downloads for a node than it can run: given
+        three at once for two slots, Ray (not the bridge) picks which waits, and a look-ahead
+        download could take the slot that the job for an idle GPU needed. The job waits in the
+        window instead, and goes to whichever node frees a slot first.
+        """
+        return (
+            self.can_analyse
+            and self.healthy
+            and self.assigned < self.capacity(lookahead)
+            and self.downloading < self.download_slots
+        )
 
     @property
     def start_rank(self) -> float:
@@ -97,10 +117,20 @@ class ClusterSnapshot:
     def alive_ids(self) -> frozenset[str]:
         return frozenset(n.node_id for n in self.nodes if n.alive)
 
-    def with_assigned(self, assigned: Mapping[str, int]) -> ClusterSnapshot:
-        """The same nodes with the bridge's current assignment counts."""
+    def with_assigned(
+        self, assigned: Mapping[str, int], downloading: Mapping[str, int] | None = None
+    ) -> ClusterSnapshot:
+        """The same nodes with the bridge's current assignment (and download) counts."""
+        downloading = downloading or {}
         return ClusterSnapshot(
-            tuple(replace(n, assigned=assigned.get(n.node_id, 0)) for n in self.nodes)
+            tuple(
+                replace(
+                    n,
+                    assigned=assigned.get(n.node_id, 0),
+                    downloading=downloading.get(n.node_id, 0),
+                )
+                for n in self.nodes
+            )
         )
 
 

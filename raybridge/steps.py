@@ -51,11 +51,26 @@ def _client(url: str) -> redis.Redis:
     return client
 
 
+#: This worker process's Ray node, once asked: every record of every step carries it.
+_worker_node_id: str | None = None
+
+
 def current_node_id() -> str:
     """The Ray node this code runs on ("" outside Ray)."""
+    global _worker_node_id
+    if _worker_node_id is not None:
+        return _worker_node_id
     import ray
 
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    if not ray.is_initialized():
+        return ""
+    context = ray.get_runtime_context()
+    node = context.get_node_id()
+    # A worker process lives and dies on its node; a driver may shut Ray down and join
+    # another cluster, so it asks every time.
+    if context.worker.mode == ray.WORKER_MODE:
+        _worker_node_id = node
+    return node
 
 
 @dataclass(frozen=True)

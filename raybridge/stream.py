@@ -1,10 +1,11 @@
 """Stream I/O of the bridge: read, reclaim, acknowledge, dead-letter, publish outcomes.
 
 Everything the bridge writes for one fact goes in one MULTI (rq's ``pipeline=None`` idiom: a
-writer takes an optional pipeline and runs its own transaction when given none), so the job
-hash, the event and the XACK land together or not at all. An entry is acknowledged only after
-its outcome is stored: a bridge that dies before that leaves it pending, and the next bridge
-(same name: its own pending entries; another name: XAUTOCLAIM after ``claim_idle_ms``) runs it.
+writer takes an optional pipeline and runs its own transaction when given none) or one Lua
+script (accepting a new job, storing an outcome), so the job hash, the event and the XACK land
+together or not at all. An entry is acknowledged only after its outcome is stored: a bridge
+that dies before that leaves it pending, and the next bridge (same name: its own pending
+entries; another name: XAUTOCLAIM after ``claim_idle_ms``) runs it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import ResponseError
 
 from ingest.models import JobStatus
 from ingest.names import BRIDGE_GROUP, EVENT_FIELD, RedisNames
@@ -59,6 +60,8 @@ class JobStream:
         self.events_maxlen = events_maxlen
         self.job_ttl_seconds = job_ttl_seconds
         self._claim_cursor = "0-0"
+        self._finish_script = redis.register_script(_FINISH_LUA)
+        self._accept_script = redis.register_script(_ACCEPT_LUA)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -186,35 +189,47 @@ class JobStream:
             if incr_attempts:
                 pipe.hincrby(self.names.job(job_id), "attempts", 1)
 
+    async def accept_new(
+        self,
+        job_id: str,
+        stream_id: str,
+        fields: Mapping[str, str],
+        new_fields: Mapping[str, str],
+        event: bytes,
+    ) -> bool:
+        """Accept a job never run, in one round trip: when its hash is missing, or queued for
+        this entry with no cancel asked, write ``fields`` (and ``new_fields`` for a missing
+        hash) and the ``job.accepted`` event. False, writing nothing, for any other state."""
+        keys = [self.names.job(job_id), self.names.events]
+        head = [stream_id, JobStatus.QUEUED.value, self.events_maxlen, EVENT_FIELD, event]
+        pairs = [x for kv in fields.items() for x in kv]
+        new_pairs = [x for kv in new_fields.items() for x in kv]
+        args = [*head, len(pairs), *pairs, *new_pairs]
+        return bool(await self._accept_script(keys=keys, args=args))
+
     async def finish(
         self, job_id: str, stream_id: str, fields: Mapping[str, str], event: bytes
     ) -> bool:
-        """Store a job's outcome, publish its terminal event and ack its entry, in one MULTI.
+        """Store a job's outcome, publish its terminal event and ack its entry, atomically.
 
-        WATCHes the job hash: if another bridge stored an outcome first (a race after a
-        restart), only the entry is acknowledged. Returns whether this call stored the outcome.
+        One Lua script (one round trip, where WATCH + HGET + MULTI/EXEC took three and retried
+        whenever a step wrote progress meanwhile): if another bridge stored an outcome first (a
+        race after a restart), only the entry is acknowledged. Returns whether this call stored
+        the outcome.
         """
-        key = self.names.job(job_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    return await self._finish_once(pipe, key, stream_id, fields, event)
-                except WatchError:
-                    continue  # a step wrote progress meanwhile: read the status again
-
-    async def _finish_once(
-        self, pipe: Pipeline, key: str, stream_id: str, fields: Mapping[str, str], event: bytes
-    ) -> bool:
-        await pipe.watch(key)
-        done_already = await pipe.hget(key, "status") in FINISHED
-        pipe.multi()
-        if not done_already:
-            pipe.hset(key, mapping=dict(fields))
-            pipe.expire(key, self.job_ttl_seconds)
-            await self.publish(event, pipe)
-        await self.ack([stream_id], pipe)
-        await pipe.execute()
-        return not done_already
+        args = [
+            self.job_ttl_seconds,
+            self.events_maxlen,
+            EVENT_FIELD,
+            event,
+            BRIDGE_GROUP,
+            stream_id,
+            *FINISHED,
+        ]
+        mapping = [x for kv in fields.items() for x in kv]
+        keys = [self.names.job(job_id), self.names.events, self.names.jobs]
+        stored = await self._finish_script(keys=keys, args=[len(FINISHED), *args, *mapping])
+        return bool(stored)
 
     # -- the control stream and the heartbeat ----------------------------------------------
 
@@ -232,6 +247,45 @@ class JobStream:
 
     async def forget_bridge(self, name: str) -> None:
         await self.redis.hdel(self.names.bridges, name)
+
+
+# Accepts a job that never ran (see JobStream.accept_new). KEYS: job hash, events stream.
+# ARGV: entry id, the queued status, events maxlen, event field, event JSON, m, then m
+# field/value items for every job, then the field/value items for a missing hash only.
+_ACCEPT_LUA = """
+local h = redis.call('HMGET', KEYS[1], 'status', 'stream_id', 'cancel_requested')
+local fresh = h[1] == false
+if not fresh then
+  if h[1] ~= ARGV[2] or h[3] or (h[2] and h[2] ~= ARGV[1]) then return 0 end
+end
+local m = tonumber(ARGV[6])
+redis.call('HSET', KEYS[1], unpack(ARGV, 7, 6 + m))
+if fresh and #ARGV > 6 + m then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 7 + m))
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', ARGV[4], ARGV[5])
+return 1
+"""
+
+
+# The outcome of one job, atomically (see JobStream.finish). KEYS: job hash, events stream,
+# jobs stream. ARGV: n finished statuses, job TTL, events maxlen, event field, event JSON,
+# consumer group, entry id, the n finished statuses, then the hash's field/value pairs.
+_FINISH_LUA = """
+local n = tonumber(ARGV[1])
+local status = redis.call('HGET', KEYS[1], 'status')
+local stored = 1
+for i = 8, 7 + n do
+  if status == ARGV[i] then stored = 0 end
+end
+if stored == 1 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 8 + n))
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', ARGV[4], ARGV[5])
+end
+redis.call('XACK', KEYS[3], ARGV[6], ARGV[7])
+return stored
+"""
 
 
 def _entries(reply: object) -> list[tuple[str, dict[str, str]]]:

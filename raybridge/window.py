@@ -55,6 +55,9 @@ class Slot:
     #: The analysis actor this job's analysis was sent to (opaque here).
     analyser: Any = None
     read_at: float = field(default_factory=time.monotonic)
+    #: When its download was launched and when it ended (monotonic; pace.py times nodes).
+    launched_at: float | None = None
+    downloaded_at: float | None = None
 
 
 class Window:
@@ -124,6 +127,12 @@ class Window:
         """Jobs occupying each node: downloading, downloaded and waiting, or analysing."""
         return Counter(
             s.node_id for s in self._slots.values() if s.phase in NODE_BOUND and s.node_id
+        )
+
+    def downloading_per_node(self) -> Counter[str]:
+        """Jobs whose download is running (or queued in Ray) on each node."""
+        return Counter(
+            s.node_id for s in self._slots.values() if s.phase is Phase.DOWNLOADING and s.node_id
         )
 
     def queued_on(self, analyser: Any) -> int:

@@ -70,6 +70,48 @@ def test_s3_options_only_for_s3(monkeypatch: pytest.MonkeyPatch) -> None:
     assert storage.settings_options(settings, "gs://b") == {}
 
 
+def count_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The file descriptors fsynced from now on (they are fsynced still)."""
+    calls: list[int] = []
+    real_fsync = storage.os.fsync
+
+    def fsync(fd: int) -> None:
+        calls.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(storage.os, "fsync", fsync)
+    return calls
+
+
+def test_reports_are_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fsyncs = count_fsyncs(monkeypatch)
+    report._write_output(str(tmp_path), "j1", report.REPORT_NAME, PDF)
+    report._write_output(str(tmp_path), "j1", report.RESULT_NAME, RESULT)
+    assert len(fsyncs) == 2
+
+
+def test_not_durable_is_still_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "new" / "folder" / "output.bin"
+    fsyncs = count_fsyncs(monkeypatch)
+    storage.write_local(path, b"first", durable=False)  # the folder is made on demand
+    renames: list[tuple[str, str]] = []
+    real_replace = storage.os.replace
+
+    def replace(src: str, dst: Path) -> None:
+        renames.append((src, str(dst)))
+        raise OSError("interrupted")  # the rename never happens
+
+    monkeypatch.setattr(storage.os, "replace", replace)
+    with pytest.raises(OSError, match="interrupted"):
+        storage.write_local(path, b"second, never seen", durable=False)
+    monkeypatch.setattr(storage.os, "replace", real_replace)
+    assert fsyncs == []
+    assert [(Path(src).parent, dst) for src, dst in renames] == [(path.parent, str(path))]
+    assert path.read_bytes() == b"first"  # old content whole, temporary removed
+    assert [p.name for p in path.parent.iterdir()] == ["output.bin"]
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 # --- S3 (a real S3-compatible server on loopback) -------------------------------------------
 
 

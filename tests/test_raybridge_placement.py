@@ -93,3 +93,27 @@ def test_resumed_job_prefers_the_node_holding_its_download() -> None:
 def test_ties_are_deterministic() -> None:
     snapshot = ClusterSnapshot((gpu_node("b"), gpu_node("a")))
     assert choose_node(snapshot) == "a"
+
+
+def test_a_node_takes_no_more_downloads_than_it_has_slots() -> None:
+    # The 2-GPU node has look-ahead room (2 of 4) but both its download slots are taken: a
+    # third download would queue in Ray, where a look-ahead job can take the slot a job for an
+    # idle GPU needs. The job goes to the other node, or waits when no slot is free anywhere.
+    busy = gpu_node("two", gpus=2, slots=2, assigned=2, downloading=2)
+    assert busy.has_room(lookahead=None) is False
+    other = gpu_node("one", gpus=1, slots=1, assigned=1, downloading=0)
+    assert choose_node(ClusterSnapshot((busy, other))) == "one"
+    full = gpu_node("one", gpus=1, slots=1, assigned=1, downloading=1)
+    assert choose_node(ClusterSnapshot((busy, full))) is None
+    # once a download ends (downloading falls), the node takes the next job again
+    freed = gpu_node("two", gpus=2, slots=2, assigned=2, downloading=1)
+    assert choose_node(ClusterSnapshot((freed, full))) == "two"
+
+
+def test_snapshot_carries_download_counts() -> None:
+    snapshot = ClusterSnapshot((gpu_node("a", gpus=2, slots=2),)).with_assigned(
+        {"a": 3}, {"a": 2}
+    )
+    node = snapshot.nodes[0]
+    assert (node.assigned, node.downloading) == (3, 2)
+    assert choose_node(snapshot) is None

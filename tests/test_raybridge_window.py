@@ -80,3 +80,14 @@ def test_window_room_policy() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Window(0)
+
+
+def test_downloading_per_node_counts_only_running_downloads() -> None:
+    window = Window(4)
+    for job in ("a", "b", "c"):
+        window.add(Slot(job, f"{job}-0"))
+        window.assign(job, "n1")
+    window.advance("b", Phase.ANALYSING)
+    window.advance("c", Phase.FINISHING)
+    assert window.downloading_per_node() == {"n1": 1}
+    assert window.assigned_per_node() == {"n1": 2}

@@ -1,0 +1,64 @@
+"""The measured look-ahead: enough downloads under way to cover the download time."""
+
+from __future__ import annotations
+
+from raybridge.pace import MAX_PER_ANALYSER, Pace
+from raybridge.placement import ClusterSnapshot, NodeView, choose_node
+
+
+def test_no_measurement_means_one_per_analyser() -> None:
+    assert Pace().lookahead("n", analysers=2) is None
+    node = NodeView("n", gpus=2, download_slots=4, analysers=2)
+    assert node.capacity(None) == 4
+
+
+def test_slow_downloads_raise_the_lookahead_fast_ones_leave_it_at_one_per_analyser() -> None:
+    pace = Pace()
+    gpu = object()
+    t = 0.0
+    for _ in range(20):  # downloads of 6 s, analyses of 2 s back to back on one GPU
+        pace.downloaded("slow", t, t + 6.0)
+        pace.analysed("slow", gpu, downloaded_at=t + 6.0, ended_at=t + 8.0)
+        t += 8.0
+    assert pace.lookahead("slow", analysers=1) == 3  # 1 GPU × 6 s / 2 s
+    assert pace.lookahead("slow", analysers=2) == 6
+
+    other = object()
+    for i in range(20):  # 1 s downloads, 3 s analyses: the default suffices
+        pace.downloaded("fast", i, i + 1.0)
+        pace.analysed("fast", other, downloaded_at=i + 1.0, ended_at=i + 4.0)
+    assert pace.lookahead("fast", analysers=2) == 2
+
+
+def test_analysis_is_timed_from_when_its_analyser_was_free() -> None:
+    # Two videos downloaded together at t=0 queue on one analyser: the second analysis took
+    # 2 s (from 2 to 4), not 4 s, or the look-ahead would be halved.
+    pace = Pace()
+    gpu = object()
+    pace.downloaded("n", 0.0, 0.0)
+    pace.analysed("n", gpu, downloaded_at=0.0, ended_at=2.0)
+    pace.analysed("n", gpu, downloaded_at=0.0, ended_at=4.0)
+    assert pace.as_dict("n")["analysis_s"] == 2.0
+
+
+def test_lookahead_is_bounded_and_forgotten_with_the_node() -> None:
+    pace = Pace()
+    pace.downloaded("n", 0.0, 100.0)
+    pace.analysed("n", object(), downloaded_at=100.0, ended_at=100.0)  # a no-op analysis
+    assert pace.lookahead("n", analysers=1) == MAX_PER_ANALYSER
+    pace.forget("n")
+    assert pace.lookahead("n", analysers=1) is None
+
+
+def test_measured_lookahead_lets_a_node_hold_more_but_slots_still_bound_downloads() -> None:
+    busy = NodeView("n", gpus=1, download_slots=2, analysers=1, assigned=2, downloading=1)
+    assert choose_node(ClusterSnapshot((busy,))) is None  # default capacity 2 is full
+    measured = NodeView(
+        "n", gpus=1, download_slots=2, analysers=1, assigned=2, downloading=1, lookahead=3
+    )
+    assert choose_node(ClusterSnapshot((measured,))) == "n"
+    assert choose_node(ClusterSnapshot((measured,)), lookahead=1) is None  # the setting wins
+    slots_full = NodeView(
+        "n", gpus=1, download_slots=2, analysers=1, assigned=3, downloading=2, lookahead=3
+    )
+    assert choose_node(ClusterSnapshot((slots_full,))) is None

@@ -1,0 +1,107 @@
+"""raybridge.steps: the per-step wrapper records in Redis before returning, and only once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import ray
+import redis
+from bridge_helpers import events
+
+from ingest.events import EventType
+from ingest.models import JobRequest, JobStatus, hash_fields
+from ingest.names import RedisNames
+from ingest.redis_server import RedisServer
+from ingest.settings import Settings
+from pipeline.chain import CHAIN
+from pipeline.context import JobContext
+from raybridge import steps
+from raybridge.steps import Progress, run_recorded
+
+pytestmark = pytest.mark.integration
+
+STEP_EVENTS = (EventType.STEP_STARTED, EventType.STEP_COMPLETED)
+
+
+@pytest.fixture
+def progress(redis_server: RedisServer, names: RedisNames) -> Progress:
+    return Progress(redis_server.url, names.prefix, "test", 1000)
+
+
+@pytest.fixture
+def job(
+    redis_client: redis.Redis, names: RedisNames, make_settings: Callable[..., Settings]
+) -> Callable[[int], JobContext]:
+    """Factory: a running job whose hash is at ``attempts``; its context at attempt 1."""
+
+    def make(attempts: int) -> JobContext:
+        fields = hash_fields(status=JobStatus.RUNNING, attempts=attempts)
+        redis_client.hset(names.job("job-1"), mapping=fields)
+        settings = make_settings(step_mode="synthetic")
+        return JobContext("job-1", JobRequest(url="https://example.org/v.mp4"), settings)
+
+    return make
+
+
+def run_chain(progress: Progress, ctx: JobContext) -> list[object]:
+    outputs: list[object] = []
+    for spec in CHAIN:
+        outputs.append(run_recorded(progress, spec.name, ctx, *outputs))
+    return outputs
+
+
+def step_events(client: redis.Redis, names: RedisNames) -> list[tuple[str, str]]:
+    return [(e.type, e.data["step"]) for e in events(client, names) if e.type in STEP_EVENTS]
+
+
+def test_each_step_recorded_before_it_returns(
+    progress: Progress,
+    job: Callable[[int], JobContext],
+    redis_client: redis.Redis,
+    names: RedisNames,
+) -> None:
+    ctx = job(1)
+    for spec in CHAIN:
+        run_recorded(progress, spec.name, ctx)
+        fields = redis_client.hgetall(names.job(ctx.job_id))
+        assert {"started", "ended", "node"} <= {
+            k.rsplit(":", 1)[1] for k in fields if k.startswith(f"step:{spec.name}:")
+        }
+        assert fields[f"step:{spec.name}:node"] == ""  # outside Ray
+    expected = [(t, s.name) for s in CHAIN for t in STEP_EVENTS]
+    assert step_events(redis_client, names) == expected
+    run_chain(progress, ctx)  # kept outputs: returned without recording again
+    assert step_events(redis_client, names) == expected
+
+
+def test_abandoned_attempt_not_recorded(
+    progress: Progress,
+    job: Callable[[int], JobContext],
+    redis_client: redis.Redis,
+    names: RedisNames,
+) -> None:
+    ctx = job(2)  # the bridge moved on to attempt 2; this task is attempt 1's
+    assert run_chain(progress, ctx)[0] == {"synthetic": True, "step": "download", "job_id": "job-1"}
+    assert not [k for k in redis_client.hgetall(names.job(ctx.job_id)) if k.startswith("step:")]
+    assert step_events(redis_client, names) == []
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    ray.init(address="local", num_cpus=1, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+@ray.remote
+def _node_in_worker() -> tuple[str, str | None]:
+    return steps.current_node_id(), steps._worker_node_id
+
+
+@pytest.mark.ray
+def test_node_id_kept_by_workers_only(local_ray: None) -> None:
+    node = ray.get_runtime_context().get_node_id()
+    assert ray.get(_node_in_worker.remote()) == (node, node)
+    assert steps.current_node_id() == node
+    assert steps._worker_node_id is None  # a driver may join another cluster: it asks again
