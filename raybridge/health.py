@@ -294,7 +294,7 @@ def cluster_table(beats: Mapping[str, Mapping[str, Any]]) -> Any:
     from rich.table import Table
 
     table = Table(title="cluster (from the bridge heartbeats)")
-    for column in ("bridge", "node", "GPUs", "analysers", "jobs", "disk free", "memory"):
+    for column in ("bridge", "node", "GPUs", "analysers", "jobs", "pace", "disk free", "memory"):
         table.add_column(column, justify="right" if column not in ("bridge", "node") else "left")
     table.add_column("healthy")
     table.add_column("stale")
@@ -311,12 +311,31 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
         str(row.get("node_id", ""))[:12],
         f"{row.get('gpus', 0):g}",
         str(row.get("analysers", 0)),
-        str(row.get("assigned", 0)),
+        _jobs(row),
+        _pace(row),
         _size(row.get("disk_free_bytes")),
         _size(row.get("memory_available_bytes")),
         verdict,
         "[yellow]stale[/]" if row.get("stale") else "",
     ]
+
+
+def _jobs(row: Mapping[str, Any]) -> str:
+    """Jobs the node holds, out of what its look-ahead allows ("3/4")."""
+    capacity = row.get("capacity")
+    return (
+        f"{row.get('assigned', 0)}/{capacity}"
+        if capacity is not None
+        else str(row.get("assigned", 0))
+    )
+
+
+def _pace(row: Mapping[str, Any]) -> str:
+    """The measured download and analysis times that set the node's look-ahead (pace.py)."""
+    download, analysis = row.get("download_s"), row.get("analysis_s")
+    if download is None or analysis is None:
+        return "—"
+    return f"download {download:.1f} s · analysis {analysis:.1f} s"
 
 
 def _size(n: Any) -> str:

@@ -178,6 +178,9 @@ HEARTBEAT = {
             "gpus": 2.0,
             "analysers": 2,
             "assigned": 3,
+            "capacity": 5,
+            "download_s": 6.04,
+            "analysis_s": 2.5,
             "disk_free_bytes": 120 * GIB,
             "memory_available_bytes": 30 * GIB,
             "healthy": True,
@@ -206,6 +209,8 @@ def test_cluster_table_renders_the_heartbeat() -> None:
     lines = {line.split("│")[2].strip(): line for line in text.splitlines() if "│ bridge-1" in line}
     assert set(lines) == {"aaaaaaaaaaaa", "bbbbbbbbbbbb"}
     assert "120.0 GiB" in lines["aaaaaaaaaaaa"] and "yes" in lines["aaaaaaaaaaaa"]
+    assert "3/5" in lines["aaaaaaaaaaaa"]  # jobs held / what its look-ahead allows
+    assert "download 6.0 s · analysis 2.5 s" in lines["aaaaaaaaaaaa"]
     sick = lines["bbbbbbbbbbbb"]
     assert "no disk free 1,024 MiB < 4,096 MiB" in sick and "stale" in sick
 
