@@ -111,9 +111,7 @@ def test_a_node_takes_no_more_downloads_than_it_has_slots() -> None:
 
 
 def test_snapshot_carries_download_counts() -> None:
-    snapshot = ClusterSnapshot((gpu_node("a", gpus=2, slots=2),)).with_assigned(
-        {"a": 3}, {"a": 2}
-    )
+    snapshot = ClusterSnapshot((gpu_node("a", gpus=2, slots=2),)).with_assigned({"a": 3}, {"a": 2})
     node = snapshot.nodes[0]
     assert (node.assigned, node.downloading) == (3, 2)
     assert choose_node(snapshot) is None
