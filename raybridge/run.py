@@ -15,6 +15,7 @@ with ``BridgeHandle.stop`` (a drain).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -23,6 +24,8 @@ import threading
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
+
+import psutil
 
 from ingest.settings import Settings, get_settings
 
@@ -34,6 +37,8 @@ START_TIMEOUT_S = 180.0
 POLL_S = 0.2
 #: Time for the drain's own clean-up beyond the grace period.
 DRAIN_EXTRA_S = 30.0
+#: How long a local Ray's processes get to exit after ``ray.shutdown()`` before a SIGKILL.
+RAY_EXIT_TIMEOUT_S = 15.0
 EXIT_OK, EXIT_FAILED = 0, 1
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: The packages a worker imports for the chain: shipped so a worker node needs only Ray and the
@@ -101,13 +106,54 @@ def connect_ray(settings: Settings) -> bool:
     else:
         # address="local": always a new Ray of our own, never another program's cluster that
         # happens to run on this machine.
+        before = {p.pid for p in _children()}
         ray.init(
             address="local",
             num_cpus=settings.ray_num_cpus,
             include_dashboard=False,
             resources={DOWNLOAD_SLOT: settings.ray_download_slots, REPORT_NODE: 1},
         )
+        _local_ray[:] = [p for p in _children() if p.pid not in before]
     return True
+
+
+def disconnect_ray(started: bool) -> None:
+    """Undo ``connect_ray`` (given what it returned): shut down the Ray it started and wait for
+    the processes of a local one to exit.
+
+    ``ray.shutdown()`` stops the raylet and GCS and returns while workers and actors are still
+    exiting (reparented by then, so no longer our children): without the wait a command could
+    return with a ``ray::Bridge`` still alive. The processes are listed before the shutdown —
+    the local Ray's own and their descendants, nothing else this process started — and
+    stragglers are killed by PID.
+    """
+    if not started:
+        return
+    import ray
+
+    processes = [q for p in _local_ray for q in _with_descendants(p)]
+    _local_ray.clear()
+    ray.shutdown()
+    _, alive = psutil.wait_procs(processes, timeout=RAY_EXIT_TIMEOUT_S)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=RAY_EXIT_TIMEOUT_S)
+
+
+#: The processes of the local Ray that ``connect_ray`` started in this process.
+_local_ray: list[psutil.Process] = []
+
+
+def _children() -> list[psutil.Process]:
+    return psutil.Process().children(recursive=False)
+
+
+def _with_descendants(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [process, *process.children(recursive=True)]
+    except psutil.Error:  # exited already
+        return []
 
 
 def shipped_code(settings: Settings) -> dict[str, Any] | None:
@@ -156,10 +202,7 @@ def run_bridge(settings: Settings) -> int:
         return _serve(start_bridge(settings, url), stop)
     finally:
         _restore_signals(previous)
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+        disconnect_ray(started_ray)
 
 
 def _serve(handle: BridgeHandle, stop: threading.Event) -> int:

@@ -7,14 +7,12 @@ runs the bridge on them, shows a live table, and stops everything it started.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psutil
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -27,8 +25,6 @@ from vidbrief.samples import DEMO_TALKS, ensure_demo_videos, serve_files
 DEMO_TIMEOUT_S = 900.0
 DEMO_MAX_DOWNLOAD_MB = 100.0
 REFRESH_S = 0.25
-#: How long the local Ray's processes get to exit after ``ray.shutdown()`` before a SIGKILL.
-RAY_EXIT_TIMEOUT_S = 15.0
 STEP_MARK = {"done": "[green]✔[/]", "running": "[cyan]⋯[/]", "waiting": "[dim]·[/]"}
 
 
@@ -69,7 +65,7 @@ def run_demo(settings: Settings, *, jobs: int = 3, console: Console | None = Non
 def _start_services(settings: Settings, stack: ExitStack, console: Console) -> Client:
     from ingest.connect import connect, redis_url
     from ingest.redis_server import EmbeddedRedis
-    from raybridge.run import connect_ray, start_bridge
+    from raybridge.run import connect_ray, disconnect_ray, start_bridge
 
     if settings.redis_url is None:
         server, started = EmbeddedRedis(settings.state_dir).ensure()
@@ -78,30 +74,10 @@ def _start_services(settings: Settings, stack: ExitStack, console: Console) -> C
         console.print(f"embedded Redis {'started' if started else 'reused'} on port {server.port}")
     redis_client = connect(settings)
     console.print("starting a local Ray and the bridge …")
-    if connect_ray(settings):
-        import ray
-
-        started: list[psutil.Process] = []
-        stack.callback(_wait_gone, started)  # callbacks run last first: this one runs last
-        stack.callback(ray.shutdown)
-        stack.callback(lambda: started.extend(psutil.Process().children(recursive=True)))
+    stack.callback(disconnect_ray, connect_ray(settings))
     handle = start_bridge(settings, redis_url(settings))
     stack.callback(handle.stop)
     return Client(redis_client, settings.names)
-
-
-def _wait_gone(processes: list[psutil.Process]) -> None:
-    """Wait for the local Ray's processes (listed before ``ray.shutdown()``) to exit.
-
-    ``ray.shutdown()`` stops the raylet and GCS and returns while workers and actors are still
-    exiting (reparented by then, so no longer our children): without this wait the demo could
-    return with a ``ray::Bridge`` still alive. Stragglers are killed by PID.
-    """
-    _, alive = psutil.wait_procs(processes, timeout=RAY_EXIT_TIMEOUT_S)
-    for process in alive:
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    psutil.wait_procs(alive, timeout=RAY_EXIT_TIMEOUT_S)
 
 
 def _submit(client: Client, base_url: str, videos: list[Path]) -> list[str]:

@@ -144,11 +144,9 @@ def _run_local(url: str, settings: Settings) -> dict[str, float]:
 
 
 def _bridge(url: str, settings: Settings, root: Path) -> dict[str, float]:
-    import ray
-
     from ingest.client import Client
     from ingest.redis_server import start_redis_server
-    from raybridge.run import connect_ray, start_bridge
+    from raybridge.run import connect_ray, disconnect_ray, start_bridge
 
     server = start_redis_server(root / "redis", appendonly=False, daemonize=False)
     settings = settings.model_copy(update={"redis_url": None})
@@ -165,8 +163,7 @@ def _bridge(url: str, settings: Settings, root: Path) -> dict[str, float]:
         state = client.status("bench-bridge")
         return {s: round(state.steps[s].seconds or 0.0, 3) for s in STEP_NAMES if s in state.steps}
     finally:
-        if started_ray:
-            ray.shutdown()
+        disconnect_ray(started_ray)
         server.stop()
 
 
