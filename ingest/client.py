@@ -17,7 +17,15 @@ from typing import Any
 import redis
 
 from ingest.events import Event, parse_event
-from ingest.models import JobRequest, JobState, JobStatus, hash_fields, now, parse_request
+from ingest.models import (
+    JobRequest,
+    JobState,
+    JobStatus,
+    field_args,
+    hash_fields,
+    now,
+    parse_request,
+)
 from ingest.names import EVENT_FIELD, JOB_FIELD, RedisNames
 
 # KEYS: job hash, jobs stream. ARGV: request JSON, then hash field/value pairs.
@@ -62,7 +70,7 @@ class Client:
             status=JobStatus.QUEUED, url=request.url, created_at=t, updated_at=t, attempts=0
         )
         fields["request"] = request.to_json()
-        argv = [request.to_json()] + [x for kv in fields.items() for x in kv]
+        argv = [request.to_json(), *field_args(fields)]
         created, info = self._submit(keys=[self.names.job(job_id), self.names.jobs], args=argv)
         if created:
             return Submitted(job_id, True, info, JobStatus.QUEUED)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -219,6 +220,11 @@ class JobState(BaseModel):
 def step_fields(step: str, **values: object) -> dict[str, str]:
     """Hash fields for one step's timing, e.g. ``step_fields("download", started=t)``."""
     return {f"step:{step}:{k}": str(v) for k, v in values.items() if v is not None}
+
+
+def field_args(fields: Mapping[str, str]) -> list[str]:
+    """A hash mapping as HSET's flat field/value arguments (what a Lua script's ARGV takes)."""
+    return [x for kv in fields.items() for x in kv]
 
 
 def hash_fields(**values: object) -> dict[str, str]:

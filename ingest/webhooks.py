@@ -70,6 +70,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from ingest.connect import redis_url
 from ingest.errors import ConfigError, UnsafeURL, VidbriefError
 from ingest.events import EventType, build_event, parse_event
+from ingest.models import field_args
 from ingest.names import EVENT_FIELD
 from ingest.settings import Settings, get_settings
 from ingest.urlsafety import AddressPolicy, UnresolvableHost
@@ -575,8 +576,7 @@ def _summarise(
         "webhook_last": last,
         "webhook_updated_at": str(time.time()),
     }
-    args = [x for kv in fields.items() for x in kv]
-    conn.eval(_HSET_IF_EXISTS, 1, settings.names.job(delivery.job_id), *args)
+    conn.eval(_HSET_IF_EXISTS, 1, settings.names.job(delivery.job_id), *field_args(fields))
 
 
 def _dead_letter(

@@ -24,7 +24,7 @@ import redis
 
 from ingest.errors import StepError
 from ingest.events import EventType, build_event
-from ingest.models import JobState, JobStatus, hash_fields, now, step_fields
+from ingest.models import JobState, JobStatus, field_args, hash_fields, now, step_fields
 from ingest.names import EVENT_FIELD, RedisNames
 from pipeline.chain import CHAIN, compute_step, load_output
 from pipeline.context import JobContext
@@ -112,7 +112,7 @@ class Progress:
             self.events_maxlen,
             EVENT_FIELD,
             event,
-            *(x for kv in fields.items() for x in kv),
+            *field_args(fields),
         ]
         try:
             _record_script(self.redis_url)(keys=[names.job(ctx.job_id), names.events], args=args)

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
-from ingest.models import JobStatus
+from ingest.models import JobStatus, field_args
 from ingest.names import BRIDGE_GROUP, EVENT_FIELD, RedisNames
 
 log = logging.getLogger(__name__)
@@ -202,9 +202,8 @@ class JobStream:
         hash) and the ``job.accepted`` event. False, writing nothing, for any other state."""
         keys = [self.names.job(job_id), self.names.events]
         head = [stream_id, JobStatus.QUEUED.value, self.events_maxlen, EVENT_FIELD, event]
-        pairs = [x for kv in fields.items() for x in kv]
-        new_pairs = [x for kv in new_fields.items() for x in kv]
-        args = [*head, len(pairs), *pairs, *new_pairs]
+        pairs = field_args(fields)
+        args = [*head, len(pairs), *pairs, *field_args(new_fields)]
         return bool(await self._accept_script(keys=keys, args=args))
 
     async def finish(
@@ -226,9 +225,10 @@ class JobStream:
             stream_id,
             *FINISHED,
         ]
-        mapping = [x for kv in fields.items() for x in kv]
         keys = [self.names.job(job_id), self.names.events, self.names.jobs]
-        stored = await self._finish_script(keys=keys, args=[len(FINISHED), *args, *mapping])
+        stored = await self._finish_script(
+            keys=keys, args=[len(FINISHED), *args, *field_args(fields)]
+        )
         return bool(stored)
 
     # -- the control stream and the heartbeat ----------------------------------------------

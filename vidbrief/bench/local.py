@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 
 from vidbrief.bench.bounds import STEPS, Run, Span
 
@@ -26,16 +27,10 @@ def _job_in_threads(
 ) -> list[Span]:
     spans = []
     for step in STEPS:
-        gate = gates.get(step)
-        if gate is not None:
-            gate.acquire()
-        try:
+        with gates.get(step, nullcontext()):
             start = time.time()
             time.sleep(seconds[step])
             spans.append(Span(job, step, start, time.time(), LOCAL_NODE))
-        finally:
-            if gate is not None:
-                gate.release()
     return spans
 
 
@@ -56,16 +51,10 @@ async def _job_in_loop(
 ) -> list[Span]:
     spans = []
     for step in STEPS:
-        gate = gates.get(step)
-        if gate is not None:
-            await gate.acquire()
-        try:
+        async with gates.get(step, nullcontext()):
             start = time.time()
             await asyncio.sleep(seconds[step])
             spans.append(Span(job, step, start, time.time(), LOCAL_NODE))
-        finally:
-            if gate is not None:
-                gate.release()
     return spans
 
 
