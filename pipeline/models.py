@@ -7,12 +7,36 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 
+class Notice(BaseModel):
+    """Something the reader must know about a result (``result.json`` ``warnings``).
+
+    ``code`` is stable and machine-readable (``truncated``, ``language_unsupported``,
+    ``low_confidence``, ``ungrounded_quotes`` …); ``message`` is one sentence for people.
+    """
+
+    code: str
+    message: str
+
+
+class Word(BaseModel):
+    """One recognised word with its times (speech to text that gives word timestamps)."""
+
+    start: float
+    end: float
+    text: str
+
+
 class Segment(BaseModel):
     """A stretch of speech (or a subtitle cue) with times in seconds from the start."""
 
     start: float
     end: float
     text: str
+    #: Decoder confidence (speech to text only): mean token log-probability, and the
+    #: probability that the window held no speech. None for subtitles.
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    words: list[Word] | None = None
 
 
 class Media(BaseModel):
@@ -51,11 +75,15 @@ class Analysis(BaseModel):
     transcript: list[Segment]
     transcript_source: Literal["subtitles", "faster-whisper", "transformers", "none"]
     language: str | None = None
+    #: How sure language detection was (None when the language was given or not detected).
+    language_probability: float | None = None
     asr_model: str | None = None
     device: str = "cpu"
     #: Where speech to text ran (may differ from ``device``: CTranslate2 without CUDA 12).
     asr_device: str | None = None
     timings: dict[str, float] = Field(default_factory=dict)
+    #: What the reader must know about this analysis (truncated file, unsupported language …).
+    warnings: list[Notice] = Field(default_factory=list)
 
 
 class KeyPoint(BaseModel):
@@ -89,6 +117,15 @@ class TokenUsage(BaseModel):
     calls: int = 0
 
 
+class Grounding(BaseModel):
+    """How the key points' quotes were checked against the transcript."""
+
+    checked: int = 0
+    matched: int = 0
+    repaired: int = 0
+    dropped: int = 0
+
+
 class Brief(BaseModel):
     """Output of ``brief``: the content plus who wrote it."""
 
@@ -98,6 +135,8 @@ class Brief(BaseModel):
     model: str | None = None
     offline: bool = False
     usage: TokenUsage = Field(default_factory=TokenUsage)
+    grounding: Grounding = Field(default_factory=Grounding)
+    warnings: list[Notice] = Field(default_factory=list)
 
 
 class ReportFiles(BaseModel):

@@ -27,7 +27,7 @@ from ingest.errors import ConfigError, PermanentStepError
 from pipeline import storage
 from pipeline.brief import clip, fmt_time, video_duration
 from pipeline.context import JobContext
-from pipeline.models import Analysis, Brief, Media, ReportFiles, Shot
+from pipeline.models import Analysis, Brief, Media, Notice, ReportFiles, Shot
 
 if TYPE_CHECKING:
     from weasyprint.urls import URLFetcher
@@ -219,6 +219,7 @@ def build_view(
         "instructions": ctx.request.instructions,
         "hero": chapters[0]["thumb"] if chapters else _thumb(analysis.shots, 0, workdir)[0],
         "notes": _notes(brief),
+        "warnings": [w.message for w in result_warnings(analysis, brief)],
         "summary": [p.strip() for p in content.summary.split("\n\n") if p.strip()],
         "key_points": [
             {
@@ -356,11 +357,15 @@ def build_result(
         "chapters": [
             _chapter_json(ch.model_dump(), analysis, ctx.workdir) for ch in content.chapters
         ],
+        "warnings": [w.model_dump() for w in result_warnings(analysis, brief)],
+        "grounding": brief.grounding.model_dump(),
+        "reused_steps": [],
         "transcript": {
             "source": analysis.transcript_source,
             "language": analysis.language,
+            "language_probability": analysis.language_probability,
             "model": analysis.asr_model,
-            "segments": [s.model_dump() for s in analysis.transcript],
+            "segments": [s.model_dump(exclude_none=True) for s in analysis.transcript],
         },
         "shots": [_shot_json(s, ctx.workdir) for s in analysis.shots],
         "token_usage": brief.usage.model_dump(),
@@ -368,6 +373,17 @@ def build_result(
         "analysis_timings": dict(analysis.timings),
         "report": report,
     }
+
+
+def result_warnings(analysis: Analysis, brief: Brief) -> list[Notice]:
+    """Every warning of the job, analysis first, each code once."""
+    seen: set[str] = set()
+    out = []
+    for notice in [*analysis.warnings, *brief.warnings]:
+        if notice.code not in seen:
+            seen.add(notice.code)
+            out.append(notice)
+    return out
 
 
 def _relative(path: str, workdir: Path) -> str:

@@ -52,7 +52,8 @@ SHOT_S = 8.0
 PASSWD_MARK = b"root:x:0:0"
 RESULT_KEYS = {
     "schema_version", "metadata", "brief", "summary", "key_points", "chapters", "transcript",
-    "shots", "token_usage", "timings", "analysis_timings", "report",
+    "shots", "token_usage", "timings", "analysis_timings", "report", "warnings", "grounding",
+    "reused_steps",
 }  # fmt: skip
 
 
