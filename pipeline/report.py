@@ -25,9 +25,10 @@ from urllib.request import url2pathname
 
 from ingest.errors import ConfigError, PermanentStepError
 from pipeline import storage
-from pipeline.brief import clip, fmt_time, video_duration
 from pipeline.context import JobContext
 from pipeline.models import Analysis, Brief, Media, Notice, ReportFiles, Shot
+from pipeline.text import clip
+from pipeline.timing import fmt_time, video_duration
 
 if TYPE_CHECKING:
     from weasyprint.urls import URLFetcher

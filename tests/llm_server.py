@@ -58,13 +58,15 @@ class Recorded:
 Responder = Callable[[dict[str, Any]], str]
 
 _TIMED_LINE = re.compile(r"^\[(\d+(?:\.\d+)?)s[^\]]*\]\s*(.+)$", re.MULTILINE)
+_QUOTED = re.compile(r'^.*\| quote: "(.*)"$')
 
 
 def brief_from_prompt(body: dict[str, Any]) -> str:
     """A valid BriefContent JSON from the ``[12.3s…] text`` lines in the last user message."""
     user = [m for m in body.get("messages", []) if m.get("role") == "user"]
     text = str(user[0]["content"]) if user else ""
-    lines = [(float(t), s.strip()) for t, s in _TIMED_LINE.findall(text)]
+    # A merge prompt's key point lines read `[12.3s] text | quote: "…"`: quote the quote.
+    lines = [(float(t), _QUOTED.sub(r"\1", s).strip()) for t, s in _TIMED_LINE.findall(text)]
     if not lines:
         lines = [(0.0, "Nothing was said.")]
     first, last = lines[0][0], lines[-1][0]
