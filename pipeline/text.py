@@ -26,6 +26,7 @@ from pipeline.models import Segment
 PERCENT_WORDS = {"en": "percent", "de": "prozent", "fr": "pour cent", "es": "por ciento",
                  "it": "per cento", "pt": "por cento", "nl": "procent"}  # fmt: skip
 DEFAULT_LANGUAGE = "en"
+MAX_SPELLED_NUMBER = 10**15  # larger numbers stay digits (num2words gives up around there)
 _APOSTROPHES = re.compile(r"['’ʼ`]")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*(?:st|nd|rd|th)?")
 _THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+")
@@ -55,21 +56,28 @@ def language_of(tag: str | None) -> str:
 
 @lru_cache(maxsize=4096)
 def _spell_number(number: str, lang: str) -> str:
-    from num2words import num2words
-
+    """Digits as words: ``12`` → twelve, ``1,000`` → one thousand, ``3.5``, ``3rd``; any other
+    run of digits and separators (``127.0.0.1``, ``12.03.2024``) digit group by digit group."""
     ordinal = number[-2:].isalpha()
     digits = number[:-2] if ordinal else number
-    if _THOUSANDS.fullmatch(digits):
-        digits = digits.replace(",", "")
-    value: int | float = (
-        float(digits.replace(",", ".")) if re.search(r"[.,]", digits) else int(digits)
-    )
+    if _THOUSANDS.fullmatch(digits) or digits.isdigit():
+        return _words(int(digits.replace(",", "")), lang, ordinal) or number
+    if re.fullmatch(r"\d+[.,]\d+", digits):
+        return _words(float(digits.replace(",", ".")), lang, False) or number
+    return " ".join(_spell_number(part, lang) for part in re.findall(r"\d+", digits))
+
+
+def _words(value: int | float, lang: str, ordinal: bool) -> str | None:
+    from num2words import num2words
+
+    if value >= MAX_SPELLED_NUMBER:
+        return None
     for language in dict.fromkeys((lang, DEFAULT_LANGUAGE)):
         try:
             return num2words(value, lang=language, to="ordinal" if ordinal else "cardinal")
-        except (NotImplementedError, OverflowError, ValueError, TypeError):
+        except Exception:  # num2words raises many kinds per language: try the next one
             continue
-    return number
+    return None
 
 
 def normalise(text: str, lang: str = DEFAULT_LANGUAGE) -> list[str]:
