@@ -99,21 +99,24 @@ class TranscriptIndex:
             query, windows, scorer=fuzz.ratio, limit=CANDIDATES,
             score_cutoff=max(0.0, threshold - 15),
         )  # fmt: skip
-        return [self._refine(query, start, size) for _, _, start in rough]
+        return list(dict.fromkeys(self._refine(query, start, size) for _, _, start in rough))
 
     def _refine(self, query: str, start: int, size: int) -> tuple[int, int, float]:
         """The best window near ``start``: both ends moved by up to REFINE_TOKENS words."""
         from rapidfuzz import fuzz
 
-        best = (start, start + size, -1.0)
         n = len(self.tokens)
-        for first in range(max(0, start - REFINE_TOKENS), min(n, start + REFINE_TOKENS + 1)):
-            lo, hi = first + max(1, size - REFINE_TOKENS), first + size + REFINE_TOKENS
-            for last in range(lo, min(n, hi) + 1):
-                score = fuzz.ratio(query, " ".join(self.tokens[first:last]))
-                if score > best[2] or (score == best[2] and last - first < best[1] - best[0]):
-                    best = (first, last, score)
-        return best
+        windows = [
+            (first, last)
+            for first in range(max(0, start - REFINE_TOKENS), min(n, start + REFINE_TOKENS + 1))
+            for last in range(
+                first + max(1, size - REFINE_TOKENS), min(n, first + size + REFINE_TOKENS) + 1
+            )
+        ]
+        scored = [(fuzz.ratio(query, " ".join(self.tokens[a:b])), a, b) for a, b in windows]
+        # Best score; on a tie the window that moved least (a repeat nearby is another place).
+        score, first, last = max(scored, key=lambda w: (w[0], -abs(w[1] - start), w[1] - w[2]))
+        return first, last, score
 
     def _distance(self, first_token: int, near: float | None) -> float:
         return 0.0 if near is None else abs(self.words[self.owner[first_token]].start - near)

@@ -79,7 +79,10 @@ LONG_SENTENCE_WORDS = 35  # more words than this scores down proportionally
 SPECIFICS_BONUS = 0.5  # relevance × (1 + bonus × share of specifics, up to three)
 MMR_LAMBDA = 0.7
 NEAR_DUPLICATE_JACCARD = 0.5
-MAX_VOCABULARY = 5_000  # most frequent content words kept as vector dimensions
+MAX_VOCABULARY = 2_000  # most frequent content words kept as vector dimensions
+REFRAIN_WORDS = 1_000  # most frequent repeated words compared for refrains
+REFRAIN_SAMPLE = 3_000  # sentences each sentence is compared with for refrains
+REFRAIN_BLOCK = 512  # rows compared at once (memory: block × sample floats)
 MAX_TITLE_TRIES = 20  # phrases considered for one chapter title
 _QUOTES_AND_PUNCTUATION = "\"'“”‘’()[]{}.,;:!?…"
 _NAME = re.compile(r"^[A-ZÀ-ÖØ-Þ][\w'’-]+")
@@ -204,18 +207,35 @@ def _information(documents: Sequence[Sequence[str]]) -> np.ndarray:
 def _refrains(documents: Sequence[Sequence[str]]) -> np.ndarray:
     """How many other sentences each one nearly repeats (content-word Jaccard at or above
     NEAR_DUPLICATE_JACCARD): a sentence said many times in nearly the same words is the talk's
-    refrain, not its news."""
+    refrain, not its news.
+
+    Counted against at most REFRAIN_SAMPLE sentences (evenly spaced, the count scaled up) and
+    over the REFRAIN_WORDS most frequent words said in two sentences or more (a word said once
+    is in no pair), in blocks of rows: time and memory stay bounded on any transcript.
+    """
     sets = [set(d) for d in documents]
-    vocabulary = {w: i for i, w in enumerate(sorted(set().union(*sets)))}
-    incidence = np.zeros((len(sets), len(vocabulary)), dtype=np.float32)
+    n = len(sets)
+    sizes = np.array([len(s) for s in sets], dtype=np.float32)
+    df: dict[str, int] = {}
+    for words in sets:
+        for w in words:
+            df[w] = df.get(w, 0) + 1
+    shared_words = sorted((w for w, c in df.items() if c >= 2), key=lambda w: (-df[w], w))
+    column = {w: i for i, w in enumerate(shared_words[:REFRAIN_WORDS])}
+    incidence = np.zeros((n, len(column)), dtype=np.float32)
     for row, words in enumerate(sets):
-        incidence[row, [vocabulary[w] for w in words]] = 1
-    shared = incidence @ incidence.T
-    sizes = incidence.sum(axis=1)
-    union = sizes[:, None] + sizes[None, :] - shared
-    jaccard = np.divide(shared, union, out=np.zeros_like(shared), where=union > 0)
-    np.fill_diagonal(jaccard, 0)
-    return (jaccard >= NEAR_DUPLICATE_JACCARD).sum(axis=1)
+        incidence[row, [column[w] for w in words if w in column]] = 1
+    sample = np.unique(np.linspace(0, n - 1, min(n, REFRAIN_SAMPLE)).astype(int)) if n else []
+    counts = np.zeros(n, dtype=np.float32)
+    for lo in range(0, n, REFRAIN_BLOCK):
+        rows = slice(lo, min(n, lo + REFRAIN_BLOCK))
+        shared = incidence[rows] @ incidence[sample].T
+        union = sizes[rows, None] + sizes[None, sample] - shared
+        near = shared >= NEAR_DUPLICATE_JACCARD * np.maximum(union, 1)
+        near &= shared > 0
+        near[np.arange(rows.stop - lo)[:, None] + lo == sample[None, :]] = False  # itself
+        counts[rows] = near.sum(axis=1)
+    return counts * (n / max(1, len(sample)))
 
 
 def _shape_factor(text: str, content: Sequence[str]) -> float:

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from ingest.models import JobRequest
 from ingest.settings import Settings
 from pipeline import brief as brief_step
 from pipeline import offline_brief as offline_step
-from pipeline import report
+from pipeline import report, report_view
 from pipeline.context import JobContext
 from pipeline.models import (
     Analysis,
@@ -370,6 +371,7 @@ def test_keyframes_outside_the_job_folder_are_not_shown(tmp_path: Path) -> None:
 
 # --- layout -----------------------------------------------------------------------------------
 
+NOW = datetime(2026, 11, 29, tzinfo=UTC)
 PAGE_MM = 297
 MARGIN_TOP_MM, MARGIN_BOTTOM_MM = 22, 24  # report.css @page
 INK_BELOW = 200  # a grey level darker than this is ink
@@ -428,6 +430,8 @@ def test_pages_have_no_large_gaps(tmp_path: Path) -> None:
     appendix = next(
         i for i, page in enumerate(reader.pages) if "Appendix: transcript" in page.extract_text()
     )
+    view = report_view.build_view(job.ctx, job.media, analysis, long_brief(analysis), NOW)
+    assert report_view.estimated_pages(view) <= files.pages  # the page bound never over-refuses
     shares = blank_shares(files.report_url)
     assert len(shares) == files.pages and appendix >= 4
     gaps = {page + 1: round(share, 2) for page, share in enumerate(shares[: appendix - 1])}
