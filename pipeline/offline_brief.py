@@ -71,6 +71,7 @@ CHAPTER_SUMMARY_CHARS = 600
 TITLE_CHARS = 80
 CHAPTER_TITLE_CHARS = 70
 MAX_PHRASE_WORDS = 3
+NAME_BONUS = 1.0  # a phrase with a name counts double for a title
 TITLE_SENTENCES = 3  # a chapter's title comes from its best sentences
 MAX_SENTENCE_WORDS = 60  # a run-on past this is cut at a segment end
 MIN_PUNCTUATED_SHARE = 1 / 40  # fewer sentence ends per word: the transcript is unpunctuated
@@ -454,7 +455,7 @@ def chapter_titles(
     titles: list[str] = []
     for k, chapter in enumerate(_phrases(texts, lang) for texts in candidates):
         weight = {w: float(vectors[k, i]) for i, w in enumerate(vocabulary)}
-        ranked = sorted(chapter, key=lambda p: (-sum(weight.get(w, 0.0) for w in set(p[1])), p[0]))
+        ranked = sorted(chapter, key=lambda p: (-_phrase_score(p, weight), p[0]))
         titles.append(_title(ranked, titles) or f"Part {k + 1}")
     return titles
 
@@ -471,14 +472,24 @@ def _salience(docs: Sequence[Sequence[str]]) -> tuple[np.ndarray, list[str]]:
     return np.where(counts > 0, 1 + np.log(np.maximum(counts, 1)), 0) * idf, vocabulary
 
 
+def _phrase_score(phrase: tuple[str, tuple[str, ...]], weight: dict[str, float]) -> float:
+    """Its words' salience; a phrase that names something (a capital inside the sentence) is
+    what a chapter is about more often than a common phrase."""
+    shown, words = phrase
+    named = any(_NAME.match(w) for w in shown.split())
+    return sum(weight.get(w, 0.0) for w in set(words)) * (1 + NAME_BONUS * named)
+
+
 def _phrases(texts: Sequence[str], lang: str) -> list[tuple[str, tuple[str, ...]]]:
     """(shown text, content words) of each run of content words, at most MAX_PHRASE_WORDS;
     stop words and punctuation end a run."""
     out: list[tuple[str, tuple[str, ...]]] = []
     for text in texts:
         run: list[tuple[str, list[str]]] = []
-        for written in text.split():
+        for position, written in enumerate(text.split()):
             shown = written.strip(_QUOTES_AND_PUNCTUATION)
+            if position == 0:  # a capital that starts the sentence names nothing
+                shown = shown[:1].lower() + shown[1:] if shown[1:2].islower() else shown
             words = [t for t in normalise(shown, lang) if t not in STOPWORDS and len(t) >= 3]
             if any(c.isdigit() for c in shown):  # "120 people" names no chapter
                 words = []
