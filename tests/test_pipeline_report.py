@@ -436,3 +436,23 @@ def test_pages_have_no_large_gaps(tmp_path: Path) -> None:
     assert len(shares) == files.pages and appendix >= 4
     gaps = {page + 1: round(share, 2) for page, share in enumerate(shares[: appendix - 1])}
     assert all(share <= MAX_BLANK_SHARE for share in gaps.values()), gaps
+
+
+def test_keyframes_go_beside_the_report_on_an_fsspec_location(tmp_path: Path) -> None:
+    import fsspec
+
+    job = make_job(tmp_path)
+    reports = f"memory://reports-{tmp_path.name}"
+    settings = job.ctx.settings.model_copy(update={"reports_url": reports})
+    ctx = JobContext(job_id="job-7", request=job.ctx.request, settings=settings)
+    files = report.run(ctx, job.media, job.analysis, llm_brief())
+
+    fs = fsspec.filesystem("memory")
+    result = json.loads(fs.cat_file(files.result_url))
+    folder = files.result_url.rsplit("/", 1)[0]
+    for shot in result["shots"]:
+        copied = fs.cat_file(f"{folder}/{shot['keyframe_path']}")
+        assert copied == Path(job.analysis.shots[shot["index"]].keyframe_path).read_bytes()
+    assert {c["keyframe"] for c in result["chapters"]} <= {
+        s["keyframe_path"] for s in result["shots"]
+    }
