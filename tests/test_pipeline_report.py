@@ -456,3 +456,27 @@ def test_keyframes_go_beside_the_report_on_an_fsspec_location(tmp_path: Path) ->
     assert {c["keyframe"] for c in result["chapters"]} <= {
         s["keyframe_path"] for s in result["shots"]
     }
+
+
+def test_portrait_pictures_are_letterboxed_and_language_shown(tmp_path: Path) -> None:
+    """A portrait keyframe is shown whole: bars beside it, not a cropped band across."""
+    job = make_job(tmp_path)
+    for shot in job.analysis.shots:  # portrait frames, bright yellow edge to edge
+        Image.new("RGB", (180, 320), (250, 220, 40)).save(shot.keyframe_path, "JPEG")
+    analysis = job.analysis.model_copy(update={"language": "de", "language_probability": 0.93})
+    files = report.run(job.ctx, job.media, analysis, llm_brief())
+
+    assert "language de (detected, 93% probability)" in pdf_text(files.report_url)
+    with tempfile.TemporaryDirectory() as folder:
+        subprocess.run(["pdftoppm", "-r", "40", "-f", "1", "-l", "1", "-png",
+                        files.report_url, f"{folder}/p"], check=True)  # fmt: skip
+        [image] = Path(folder).glob("p-*.png")
+        page = Image.open(image).convert("RGB")
+    width, height = page.size
+    hero_row = [page.getpixel((x, int(height * 0.3))) for x in range(width)]
+    yellow = [x for x, (r, g, b) in enumerate(hero_row) if r > 200 and g > 180 and b < 120]
+    bars = [x for x, (r, g, b) in enumerate(hero_row) if max(r, g, b) < 70]
+    assert yellow and bars
+    # The picture sits in the middle of the box with bars on both sides, at its own aspect.
+    assert min(bars) < min(yellow) and max(bars) > max(yellow)
+    assert (max(yellow) - min(yellow)) < 0.45 * (max(bars) - min(bars))
