@@ -480,3 +480,19 @@ def test_portrait_pictures_are_letterboxed_and_language_shown(tmp_path: Path) ->
     # The picture sits in the middle of the box with bars on both sides, at its own aspect.
     assert min(bars) < min(yellow) and max(bars) > max(yellow)
     assert (max(yellow) - min(yellow)) < 0.45 * (max(bars) - min(bars))
+
+
+def test_an_unfound_quote_is_never_printed(tmp_path: Path) -> None:
+    """A brief that was not grounded (kept from before, say): the report checks again."""
+    job = make_job(tmp_path)
+    invented = "Every panel is hand-polished by our master craftsmen."
+    brief = llm_brief()
+    points = [*brief.content.key_points, KeyPoint(text="Craft.", start=12.0, quote=invented)]
+    brief = brief.model_copy(
+        update={"content": brief.content.model_copy(update={"key_points": points})}
+    )
+    text = pdf_text(report.run(job.ctx, job.media, job.analysis, brief).report_url)
+    assert "hand-polished" not in text and "master craftsmen" not in text
+    assert text.count("EVIDENCE") == 3  # two found, one "NO EVIDENCE"
+    assert "NO EVIDENCE the quote given for this point is not in the transcript" in text
+    assert SENTENCES[1] in text and SENTENCES[6] in text  # the found ones, as evidence
