@@ -9,9 +9,12 @@ Vectors: TF-IDF over content words (:func:`pipeline.text.content_words`; subline
 frequency, smoothed inverse document frequency, L2-normalised rows) with numpy — scikit-learn
 would bring scipy (about 100 MB) for these few lines.
 
-Relevance: cosine similarity to the centroid of all sentences (centroid-based summarisation, as
-in MEAD), raised by up to :data:`SPECIFICS_BONUS` for sentences that carry numbers or names
-(facts are what a brief is for), lowered for short fragments and run-ons.
+Relevance: the information a sentence carries — the mean inverse document frequency of its
+content words (words said in many sentences carry little, words said in few carry the facts) —
+divided by one plus the number of sentences it nearly repeats (a talk's refrain is not its
+news), raised by up to :data:`SPECIFICS_BONUS` for numbers and names (facts are what a brief is
+for), lowered for short fragments and run-ons. (Similarity to the centroid, as in MEAD, was
+tried first: on a meeting with recurring phrasing it picks the refrain.)
 
 Selection: maximal marginal relevance (Carbonell and Goldstein, 1998) with λ = :data:`MMR_LAMBDA`
 over those vectors, and near-duplicates never chosen at all: a sentence whose content words
