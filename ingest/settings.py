@@ -161,6 +161,24 @@ class Settings(BaseSettings):
         12_000, ge=1000, description="Prompt budget; longer transcripts are map-reduced."
     )
     llm_concurrency: int = Field(4, ge=1, description="Parallel chunk calls of one brief.")
+    llm_max_calls: int = Field(
+        40,
+        ge=1,
+        description="LLM calls one brief may make (map, reduce and repair calls together; "
+        "retries of one call on 429/5xx not counted). A transcript that needs more is refused.",
+    )
+    max_transcript_chars: int = Field(
+        400_000,
+        ge=1000,
+        description="Longest transcript briefed, in characters (four hours of speech is about "
+        "220,000). A longer one is refused.",
+    )
+    max_report_pages: int = Field(
+        400,
+        ge=5,
+        description="Most pages of one PDF report (estimated before rendering, checked after). "
+        "A longer report is refused.",
+    )
 
     # --- Webhooks
     webhook_secret: SecretStr | None = Field(None, description="whsec_… signing secret.")

@@ -6,7 +6,11 @@ renders (else a plain PDF that says so). WeasyPrint reads resources only through
 else — no http (no requests to anything the brief names), no other files (no ``/etc/passwd``
 as an attachment). Both files go to ``<reports_url>/<job_id>/`` through :func:`_write_output`
 (a path or an fsspec URL, see :mod:`pipeline.storage`), each written so that no reader sees half
-of it, ``result.json`` last (it marks completion).
+of it, the keyframes beside them (:mod:`pipeline.keyframes`), ``result.json`` last (it marks
+completion). What the report shows is built in :mod:`pipeline.report_view`.
+
+A report longer than ``VIDBRIEF_MAX_REPORT_PAGES`` is refused (a permanent error): estimated
+from the transcript's length before the layout (the costly part), and counted after it.
 """
 
 from __future__ import annotations
@@ -20,14 +24,22 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from ingest.errors import ConfigError, PermanentStepError
 from pipeline import storage
-from pipeline.brief import clip, fmt_time, video_duration
 from pipeline.context import JobContext
-from pipeline.models import Analysis, Brief, Media, Notice, ReportFiles, Shot
+from pipeline.keyframes import copy_keyframes
+from pipeline.models import Analysis, Brief, Media, ReportFiles, Shot
+from pipeline.report_view import (
+    build_view,
+    chapter_keyframes,
+    estimated_pages,
+    link_at,
+    result_warnings,
+)
+from pipeline.timing import video_duration
 
 if TYPE_CHECKING:
     from weasyprint.urls import URLFetcher
@@ -43,18 +55,8 @@ RESULT_NAME = "result.json"
 RESULT_SCHEMA_VERSION = 1
 PDF_VARIANT = "pdf/ua-1"
 MAX_RESOURCE_BYTES = 50 * 1024 * 1024  # a keyframe larger than this is not embedded
-YOUTUBE_HOSTS = frozenset(
-    {"youtube.com", "www.youtube.com", "m.youtube.com", "music.youtube.com", "youtu.be"}
-)
-OFFLINE_LABEL = "offline extractive brief"
-FOOTER_TITLE_CHARS = 70  # one line of the footer at 8 pt
-PROVIDER_NAMES = {
-    "openai": "OpenAI",
-    "deepseek": "DeepSeek",
-    "qwen": "Qwen (DashScope)",
-    "gemini": "Google Gemini",
-    "custom": "a custom endpoint",
-}
+
+__all__ = ["build_result", "link_at", "render_pdf", "run"]
 
 
 def run(
@@ -71,14 +73,17 @@ def run(
     render_s = time.perf_counter() - started
     reports_url = ctx.settings.reports_url
     report_url = _write_output(reports_url, ctx.job_id, REPORT_NAME, pdf)
+    copied = _copy_keyframes(reports_url, ctx, analysis.shots)
     report_info = {
         "url": report_url,
         "pages": pages,
         "tagged": tagged,
         "render_seconds": round(render_s, 3),
     }
-    timings = timings if timings is not None else ctx.step_seconds
-    result = build_result(ctx, media, analysis, brief, created, report_info, timings)
+    timings = dict((timings if timings is not None else ctx.step_seconds) or {})
+    # This step's own time, up to result.json (which cannot time its own writing).
+    timings[STEP] = round(time.perf_counter() - started, 3)
+    result = build_result(ctx, media, analysis, brief, created, report_info, timings, copied)
     data = json.dumps(result, ensure_ascii=False, indent=2).encode()
     result_url = _write_output(reports_url, ctx.job_id, RESULT_NAME, data)
     log.info("job %s: report of %d pages in %.2f s at %s", ctx.job_id, pages, render_s, report_url)
@@ -92,6 +97,13 @@ def _write_output(reports_url: str, job_id: str, name: str, data: bytes) -> str:
     """Write ``<reports_url>/<job_id>/<name>`` atomically (a path or fsspec URL); return where."""
     try:
         return storage.write_bytes(reports_url, f"{job_id}/{name}", data)
+    except ConfigError as e:
+        raise ConfigError(f"VIDBRIEF_REPORTS_URL: {e}") from e
+
+
+def _copy_keyframes(reports_url: str, ctx: JobContext, shots: list[Shot]) -> dict[int, str]:
+    try:
+        return copy_keyframes(reports_url, ctx.job_id, shots, ctx.workdir)
     except ConfigError as e:
         raise ConfigError(f"VIDBRIEF_REPORTS_URL: {e}") from e
 
@@ -142,122 +154,6 @@ def allowed_file(url: str, roots: Sequence[Path]) -> Path:
     return path
 
 
-# --- the view -------------------------------------------------------------------------------
-
-
-def _is_http(url: str) -> bool:
-    return urlsplit(url).scheme.lower() in ("http", "https")
-
-
-def link_at(url: str, seconds: float) -> str | None:
-    """The source URL at a time: ``t=`` query for YouTube, a ``#t=`` media fragment else."""
-    if not _is_http(url):
-        return None
-    parts = urlsplit(url)
-    t = int(max(0.0, seconds))
-    if (parts.hostname or "").lower() in YOUTUBE_HOSTS:
-        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "t"]
-        return urlunsplit(parts._replace(query=urlencode([*query, ("t", f"{t}s")]), fragment=""))
-    return urlunsplit(parts._replace(fragment=f"t={t}"))
-
-
-def keyframe_file(shot: Shot, workdir: Path) -> Path | None:
-    """The shot's keyframe if it exists inside the job's folder (the only place we read)."""
-    path = Path(shot.keyframe_path)
-    path = Path(os.path.realpath(path if path.is_absolute() else workdir / path))
-    inside = path.is_relative_to(Path(os.path.realpath(workdir)))
-    return path if inside and path.is_file() else None
-
-
-def nearest_shot(shots: Sequence[Shot], seconds: float) -> Shot | None:
-    """The shot whose keyframe is nearest ``seconds`` (earlier wins a tie)."""
-    return min(shots, key=lambda s: (abs(s.keyframe_time - seconds), s.start), default=None)
-
-
-def _thumb(shots: Sequence[Shot], seconds: float, workdir: Path) -> tuple[str | None, str]:
-    shot = nearest_shot(shots, seconds)
-    path = keyframe_file(shot, workdir) if shot else None
-    return (path.as_uri() if path else None), (fmt_time(shot.keyframe_time) if shot else "")
-
-
-def written_by(brief: Brief) -> str:
-    if brief.offline:
-        return f"{OFFLINE_LABEL} (no language model configured)"
-    provider = PROVIDER_NAMES.get(brief.provider, brief.provider)
-    return f"{brief.model or 'unknown model'} via {provider}"
-
-
-def build_view(
-    ctx: JobContext, media: Media, analysis: Analysis, brief: Brief, created: datetime
-) -> dict[str, Any]:
-    """Everything the template shows, as plain values (the template does no logic)."""
-    content, url, workdir = brief.content, media.source_url, ctx.workdir
-    chapters = []
-    for ch in content.chapters:
-        thumb, thumb_time = _thumb(analysis.shots, ch.start, workdir)
-        chapters.append(
-            {
-                "title": ch.title,
-                "summary": ch.summary,
-                "thumb": thumb,
-                "thumb_time": thumb_time,
-                "time": f"{fmt_time(ch.start)}–{fmt_time(ch.end)}",
-                "link": link_at(url, ch.start),
-            }
-        )
-    return {
-        "lang": brief.language or analysis.language or "en",
-        "title": content.title,
-        "short_title": clip(content.title, FOOTER_TITLE_CHARS),
-        "job_id": ctx.job_id,
-        "source_url": url,
-        "source_link": url if _is_http(url) else None,
-        "duration": fmt_time(video_duration(media, analysis)),
-        "created": created.strftime("%d %B %Y, %H:%M UTC"),
-        "written_by": written_by(brief),
-        "transcript_note": _transcript_note(analysis),
-        "instructions": ctx.request.instructions,
-        "hero": chapters[0]["thumb"] if chapters else _thumb(analysis.shots, 0, workdir)[0],
-        "notes": _notes(brief),
-        "warnings": [w.message for w in result_warnings(analysis, brief)],
-        "summary": [p.strip() for p in content.summary.split("\n\n") if p.strip()],
-        "key_points": [
-            {
-                "time": fmt_time(kp.start),
-                "link": link_at(url, kp.start),
-                "text": kp.text,
-                "quote": kp.quote.strip(),
-            }
-            for kp in content.key_points
-        ],
-        "chapters": chapters,
-        "transcript": [
-            {"time": fmt_time(s.start), "link": link_at(url, s.start), "text": s.text.strip()}
-            for s in analysis.transcript
-        ],
-    }
-
-
-def _transcript_note(analysis: Analysis) -> str:
-    if not analysis.transcript:
-        return "no speech found"
-    source = {"subtitles": "platform subtitles"}.get(
-        analysis.transcript_source, f"speech to text ({analysis.transcript_source})"
-    )
-    language = f", language {analysis.language}" if analysis.language else ""
-    return f"{source}{language}, {len(analysis.transcript)} segments, {len(analysis.shots)} shots"
-
-
-def _notes(brief: Brief) -> list[str]:
-    if not brief.offline:
-        return []
-    return [
-        "This is an offline extractive brief: no language model was configured, so the "
-        "summary and key points are sentences picked from the transcript by word frequency "
-        "and the chapters follow the detected shots."
-    ]
-
-
 # --- rendering ------------------------------------------------------------------------------
 
 
@@ -280,9 +176,16 @@ def render_pdf(
 ) -> tuple[bytes, int, bool]:
     """(PDF bytes, pages, tagged): PDF/UA-1 if WeasyPrint manages, else plain with a note."""
     view = build_view(ctx, media, analysis, brief, created)
+    limit = ctx.settings.max_report_pages
+    _check_pages(estimated_pages(view), limit, "would have about", len(analysis.transcript))
     fetcher = job_file_fetcher([ctx.workdir])
     try:
-        return (*_weasyprint(render_html(view), ctx.workdir, fetcher, tagged=True), True)
+        return (
+            *_weasyprint(render_html(view), ctx.workdir, fetcher, tagged=True, limit=limit),
+            True,
+        )
+    except PermanentStepError:
+        raise
     except Exception as e:  # WeasyPrint raises many kinds; the plain PDF is still worth having
         log.warning(
             "job %s: tagged PDF failed (%s: %s); writing an untagged PDF",
@@ -292,15 +195,29 @@ def render_pdf(
         )
     view["notes"] = [*view["notes"], "This PDF is untagged: the tagged (PDF/UA) rendering failed."]
     try:
-        return (*_weasyprint(render_html(view), ctx.workdir, fetcher, tagged=False), False)
+        return (
+            *_weasyprint(render_html(view), ctx.workdir, fetcher, tagged=False, limit=limit),
+            False,
+        )
+    except PermanentStepError:
+        raise
     except Exception as e:
         raise PermanentStepError(
             f"job {ctx.job_id}: the PDF could not be rendered: {type(e).__name__}: {e}", step=STEP
         ) from e
 
 
+def _check_pages(pages: int, limit: int, verb: str, segments: int) -> None:
+    if pages > limit:
+        raise PermanentStepError(
+            f"the report {verb} {pages} pages ({segments:,} transcript segments), more than "
+            f"VIDBRIEF_MAX_REPORT_PAGES={limit}; raise it to render this report",
+            step=STEP,
+        )
+
+
 def _weasyprint(
-    html: str, workdir: Path, fetcher: URLFetcher, *, tagged: bool
+    html: str, workdir: Path, fetcher: URLFetcher, *, tagged: bool, limit: int | None = None
 ) -> tuple[bytes, int]:
     from weasyprint import CSS, HTML
 
@@ -310,6 +227,8 @@ def _weasyprint(
     # pdf_tags must be given: the variant's default does not override its False default in v70.
     options: dict[str, Any] = {"pdf_variant": PDF_VARIANT, "pdf_tags": True} if tagged else {}
     rendered = document.render(stylesheets=[css], **options)
+    if limit is not None:
+        _check_pages(len(rendered.pages), limit, "has", 0)
     return rendered.write_pdf(**options), len(rendered.pages)
 
 
@@ -324,9 +243,12 @@ def build_result(
     created: datetime,
     report: dict[str, Any],
     timings: dict[str, float] | None,
+    keyframes: dict[int, str] | None = None,
 ) -> dict[str, Any]:
-    """The machine-readable result (CONTRACT.md, Files)."""
+    """The machine-readable result (CONTRACT.md, Files); keyframe paths relative to it."""
     url, content = media.source_url, brief.content
+    keyframes = keyframes or {}
+    pictures = chapter_keyframes(content.chapters, analysis.shots, keyframes)
     return {
         "schema_version": RESULT_SCHEMA_VERSION,
         "metadata": {
@@ -355,7 +277,8 @@ def build_result(
             {**kp.model_dump(), "link": link_at(url, kp.start)} for kp in content.key_points
         ],
         "chapters": [
-            _chapter_json(ch.model_dump(), analysis, ctx.workdir) for ch in content.chapters
+            {**ch.model_dump(), "keyframe": picture}
+            for ch, picture in zip(content.chapters, pictures, strict=True)
         ],
         "warnings": [w.model_dump() for w in result_warnings(analysis, brief)],
         "grounding": brief.grounding.model_dump(),
@@ -367,35 +290,11 @@ def build_result(
             "model": analysis.asr_model,
             "segments": [s.model_dump(exclude_none=True) for s in analysis.transcript],
         },
-        "shots": [_shot_json(s, ctx.workdir) for s in analysis.shots],
+        "shots": [
+            {**s.model_dump(), "keyframe_path": keyframes.get(s.index)} for s in analysis.shots
+        ],
         "token_usage": brief.usage.model_dump(),
         "timings": dict(timings or {}),
         "analysis_timings": dict(analysis.timings),
         "report": report,
     }
-
-
-def result_warnings(analysis: Analysis, brief: Brief) -> list[Notice]:
-    """Every warning of the job, analysis first, each code once."""
-    seen: set[str] = set()
-    out = []
-    for notice in [*analysis.warnings, *brief.warnings]:
-        if notice.code not in seen:
-            seen.add(notice.code)
-            out.append(notice)
-    return out
-
-
-def _relative(path: str, workdir: Path) -> str:
-    """A keyframe path relative to the job folder (other nodes' absolute paths mean nothing)."""
-    p = Path(path)
-    return str(p.relative_to(workdir)) if p.is_absolute() and p.is_relative_to(workdir) else path
-
-
-def _shot_json(shot: Shot, workdir: Path) -> dict[str, Any]:
-    return {**shot.model_dump(), "keyframe_path": _relative(shot.keyframe_path, workdir)}
-
-
-def _chapter_json(chapter: dict[str, Any], analysis: Analysis, workdir: Path) -> dict[str, Any]:
-    shot = nearest_shot(analysis.shots, chapter["start"])
-    return {**chapter, "keyframe": _relative(shot.keyframe_path, workdir) if shot else None}

@@ -58,13 +58,15 @@ class Recorded:
 Responder = Callable[[dict[str, Any]], str]
 
 _TIMED_LINE = re.compile(r"^\[(\d+(?:\.\d+)?)s[^\]]*\]\s*(.+)$", re.MULTILINE)
+_QUOTED = re.compile(r'^.*\| quote: "(.*)"$')
 
 
 def brief_from_prompt(body: dict[str, Any]) -> str:
     """A valid BriefContent JSON from the ``[12.3s…] text`` lines in the last user message."""
     user = [m for m in body.get("messages", []) if m.get("role") == "user"]
     text = str(user[0]["content"]) if user else ""
-    lines = [(float(t), s.strip()) for t, s in _TIMED_LINE.findall(text)]
+    # A merge prompt's key point lines read `[12.3s] text | quote: "…"`: quote the quote.
+    lines = [(float(t), _QUOTED.sub(r"\1", s).strip()) for t, s in _TIMED_LINE.findall(text)]
     if not lines:
         lines = [(0.0, "Nothing was said.")]
     first, last = lines[0][0], lines[-1][0]
@@ -225,3 +227,67 @@ def _handler_class(server: LLMServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True  # the client timed out and left: expected in tests
 
     return Handler
+
+
+# --- an adversarial model: plausible JSON that does not stick to the transcript ----------------
+
+INVENTED_QUOTE = "The chief executive resigned in a hurry last night."
+OFF_TOPIC_SUMMARY = "Cats and dogs play together in a sunny garden."
+_DURATION = re.compile(r"^Duration: (\d+(?:\.\d+)?) s", re.MULTILINE)
+
+
+def _spoken_lines(body: dict[str, Any]) -> tuple[list[tuple[float, str]], float]:
+    user = [m for m in body.get("messages", []) if m.get("role") == "user"]
+    text = str(user[0]["content"]) if user else ""
+    lines = [(float(t), s.strip()) for t, s in _TIMED_LINE.findall(text)]
+    duration = _DURATION.search(text)
+    return lines, float(duration.group(1)) if duration else (lines[-1][0] if lines else 0.0)
+
+
+def _paraphrase_lightly(text: str) -> str:
+    """A careless copy: lower case, no punctuation, one short word left out."""
+    words = re.sub(r"[^\w\s%]", "", text.lower()).split()
+    return " ".join(words[:2] + words[3:]) if len(words) > 4 else " ".join(words)
+
+
+def adversarial_brief(body: dict[str, Any]) -> str:
+    """A brief that tries every way of being unfaithful (needs at least 8 transcript lines).
+
+    Key points: 0 a light paraphrase (close enough to be found), 1 a verbatim quote at a wrong
+    time (0 s), 2 a quote from nowhere, 3 a heavy paraphrase (words reversed), 4 a quote across
+    two segments. Chapters: out of order, overlapping, one past the end, one outside the video,
+    one whose summary has nothing to do with its span. Asked to repair (the conversation holds
+    its earlier reply), it quotes point 3 verbatim and keeps everything else as it was.
+    """
+    lines, duration = _spoken_lines(body)
+    repairing = any(m.get("role") == "assistant" for m in body.get("messages", []))
+    (t1, s1), (_, s3), (t4, s4), (t5, s5), (_, s6) = (lines[i] for i in (1, 3, 4, 5, 6))
+    heavy = s4 if repairing else " ".join(reversed(s4.split()))
+    across = " ".join([*s5.split()[-3:], *s6.split()[:3]])
+    key_points = [
+        {"text": "A lightly paraphrased point.", "start": t1, "quote": _paraphrase_lightly(s1)},
+        {"text": "A point at the wrong time.", "start": 0.0, "quote": s3},
+        {"text": "A point from nowhere.", "start": t4, "quote": INVENTED_QUOTE},
+        {"text": "A heavily paraphrased point.", "start": t4, "quote": heavy},
+        {"text": "A point across two segments.", "start": t5, "quote": across},
+    ]
+    said = {t: s for t, s in lines}
+
+    def summary(start: float, end: float) -> str:
+        return " ".join(s for t, s in said.items() if start <= t < end)[:500] or "Nothing."
+
+    d = duration
+    chapters = [
+        {"title": "Ending", "start": 0.7 * d, "end": d + 50, "summary": summary(0.7 * d, d)},
+        {"title": "Opening", "start": 0.0, "end": 0.5 * d, "summary": summary(0, 0.5 * d)},
+        {"title": "Middle", "start": 0.3 * d, "end": 0.7 * d, "summary": OFF_TOPIC_SUMMARY},
+        {"title": "Beyond the end", "start": d + 10, "end": d + 20, "summary": "Nothing."},
+    ]
+    return json.dumps(
+        {
+            "title": "Adversarial brief",
+            "summary": summary(0, d),
+            "key_points": key_points,
+            "chapters": chapters,
+        }
+    )

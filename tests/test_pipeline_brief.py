@@ -17,6 +17,8 @@ from ingest.errors import ConfigError, PermanentStepError, RetryableStepError
 from ingest.models import JobRequest
 from ingest.settings import Settings
 from pipeline import brief as brief_step
+from pipeline import offline_brief as offline_step
+from pipeline import prompts
 from pipeline.context import JobContext
 from pipeline.llm import LLMClient, llm_configured, parse_retry_after, resolve_config
 from pipeline.models import Analysis, BriefContent, Chapter, KeyPoint, Media, Segment, Shot
@@ -151,7 +153,7 @@ def test_parse_retry_after() -> None:
 
 
 def test_schema_sketch_names_every_field() -> None:
-    named = set(re.findall(r'"(\w+)"', brief_step.SCHEMA_SKETCH))
+    named = set(re.findall(r'"(\w+)"', prompts.SCHEMA_SKETCH))
     fields = set(BriefContent.model_fields) | set(KeyPoint.model_fields) | set(Chapter.model_fields)
     assert named == fields
 
@@ -311,7 +313,7 @@ def test_long_transcript_is_map_reduced_in_parallel(tmp_path: Path) -> None:
     assert len(maps) + len(reduces) == len(requests) == brief.usage.calls
     # Every transcript line went to exactly one map call.
     for segment in analysis.transcript:
-        line = brief_step.transcript_line(segment)
+        line = prompts.transcript_line(segment)
         assert sum(line in r.messages_text() for r in maps) == 1
     assert server.max_in_flight == concurrency  # parallel, and never more than the cap
     for r in requests:  # instructions and language travel with every call
@@ -326,12 +328,12 @@ def test_chunks_respect_budget() -> None:
     chunks = brief_step.chunk_segments(segments, budget_tokens=300)
     assert [s for c in chunks for s in c] == segments
     for c in chunks:
-        assert sum(brief_step.estimate_tokens(brief_step.transcript_line(s)) + 1 for s in c) <= 300
+        assert sum(prompts.estimate_tokens(prompts.transcript_line(s)) + 1 for s in c) <= 300
 
 
 def test_estimate_tokens_counts_cjk_per_character() -> None:
-    assert brief_step.estimate_tokens("abcd" * 10) == 10
-    assert brief_step.estimate_tokens("太阳能电池板") == 6
+    assert prompts.estimate_tokens("abcd" * 10) == 10
+    assert prompts.estimate_tokens("太阳能电池板") == 6
 
 
 # --- offline extractive brief -------------------------------------------------------------------
@@ -356,15 +358,15 @@ def test_offline_brief_is_labelled_and_timed(tmp_path: Path) -> None:
 
 def test_offline_sentence_times_are_interpolated() -> None:
     seg = Segment(start=10.0, end=20.0, text="First point here. Second point there.")
-    first, second = brief_step.split_sentences([seg])
+    first, second = offline_step.split_sentences([seg])
     assert (first.start, first.text) == (10.0, "First point here.")
     assert 14.0 <= second.start <= 15.0 and second.text == "Second point there."
 
 
 def test_offline_title_falls_back_and_no_speech_is_said() -> None:
-    brief = brief_step.offline_brief(make_media(title=None), make_analysis())
+    brief = offline_step.offline_brief(make_media(title=None), make_analysis())
     assert brief.content.title == SENTENCES[0]
     silent = make_analysis(sentences=()).model_copy(update={"duration_s": 20.0})
-    brief = brief_step.offline_brief(make_media(title=None), silent)
+    brief = offline_step.offline_brief(make_media(title=None), silent)
     assert brief.content.title == "Untitled video"
     assert "No speech" in brief.content.summary and brief.content.key_points == []
