@@ -276,7 +276,7 @@ def offline_brief(media: Media, analysis: Analysis) -> Brief:
     space = Space.of(sentences, lang)
     everything = range(len(sentences))
     summary = mmr(space, SUMMARY_SENTENCES, [], everything)
-    points = spread_picks(space, KEY_POINTS, summary, duration)
+    points = key_point_picks(space, summary, duration)
     index = TranscriptIndex.of(analysis.transcript, lang)
     # Checked like a model's quotes: each is found, with the time of its first word.
     grounded = ground_key_points([_key_point(sentences[i]) for i in points], index)
@@ -306,6 +306,15 @@ def _key_point(sentence: Sentence) -> KeyPoint:
 def _summary_text(chosen: Sequence[Sentence]) -> str:
     text = " ".join(s.text for s in sorted(chosen, key=lambda s: s.start))
     return clip(text, 6000) or "No speech was found in this video; this brief lists its shots only."
+
+
+def key_point_picks(space: Space, summary: Sequence[int], duration_s: float) -> list[int]:
+    """Key points that do not repeat the summary — unless the talk is too short to have
+    others: a short talk's few sentences are its key points too, never none."""
+    points = spread_picks(space, KEY_POINTS, summary, duration_s)
+    if len(points) < KEY_POINTS:
+        points += mmr(space, KEY_POINTS - len(points), points, summary)
+    return sorted(points, key=lambda i: space.sentences[i].start)
 
 
 def spread_picks(space: Space, k: int, taken: Sequence[int], duration_s: float) -> list[int]:

@@ -9,7 +9,7 @@ import pytest
 from rapidfuzz import fuzz
 from talk_corpus import FACTS, meeting_talk
 
-from pipeline.models import Media, Segment
+from pipeline.models import Analysis, Media, Segment
 from pipeline.offline_brief import chapter_titles, offline_brief, split_sentences
 from pipeline.text import normalise
 
@@ -120,3 +120,25 @@ def test_titles_are_whole_words() -> None:
 
 def test_facts_constant_is_the_corpus() -> None:
     assert len(FACTS) == 10 and len({key for _, key in FACTS}) == 10
+
+
+def test_a_short_talk_still_has_key_points() -> None:
+    """Two sentences fill the summary; they are the key points too, never none."""
+    media = Media(source_url="https://example.org/short.mp4", path="/tmp/s.mp4", size_bytes=1)
+    said = (
+        "Welcome to the quarterly review, revenue grew by 12% this quarter and the new "
+        "factory in Lisbon opens in March. Thank you for watching."
+    )
+    analysis = Analysis(
+        duration_s=20.0,
+        frames_sampled=40,
+        sample_fps=2.0,
+        shots=[],
+        transcript=[Segment(start=0.5, end=14.0, text=said)],
+        transcript_source="faster-whisper",
+        language="en",
+    )
+    brief = offline_brief(media, analysis)
+    points = [kp.quote for kp in brief.content.key_points]
+    assert points and any("Lisbon" in q for q in points)
+    assert brief.grounding.checked == len(points) == brief.grounding.matched
