@@ -92,4 +92,3 @@ def test_a_secrets_folder_that_does_not_exist_is_an_error_not_ignored(tmp_path: 
     result = vidbrief("config", cwd=tmp_path, VIDBRIEF_SECRETS_DIR=str(tmp_path / "typo"))
     assert result.returncode != 0
     assert "secrets_dir" in result.stderr and "not a directory" in result.stderr
-
