@@ -47,6 +47,7 @@ SECRETS = (
     "REDIS_PASSWORD",
     "REDISCLI_AUTH",
     "RAY_AUTH_TOKEN",
+    "REDIS_URL",
     "VIDBRIEF_REDIS_URL",
     "VIDBRIEF_LLM_API_KEY",
     "VIDBRIEF_WEBHOOK_SECRET",
@@ -54,7 +55,7 @@ SECRETS = (
 #: Stand-ins for the variables compose.yaml requires, to resolve its ${...} and its secrets.
 DUMMY_ENV = {
     "REDIS_PASSWORD": "pw",
-    "VIDBRIEF_REDIS_URL": "redis://:pw@redis:6379/0",
+    "REDIS_URL": "redis://:pw@redis:6379/0",
     "RAY_AUTH_TOKEN": "token",
     "VIDBRIEF_WEBHOOK_SECRET": "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=",
     "VIDBRIEF_LLM_API_KEY": "",

@@ -248,6 +248,7 @@ def test_every_resource_quantity_is_well_formed():
 def test_the_ray_nodes_offer_the_resources_the_chain_asks_for():
     spec = raycluster()["spec"]
     head = spec["headGroupSpec"]
+    assert "headService" not in head  # its name stays <RayCluster>-head-svc, the bridge's address
     assert float(head["resources"][REPORT_NODE]) >= 1  # the report step runs there
     assert head["rayStartParams"]["num-gpus"] == "0"
     (gpu,) = spec["workerGroupSpecs"]
