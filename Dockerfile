@@ -67,7 +67,7 @@ RUN groupadd --system --gid 10001 vidbrief \
  && useradd --system --uid 10001 --gid vidbrief --home-dir /home/vidbrief --create-home \
         --shell /usr/sbin/nologin vidbrief \
  && mkdir -p /var/lib/vidbrief/work /var/lib/vidbrief/reports /var/lib/vidbrief/state \
-        /var/lib/vidbrief/cache \
+        /var/lib/vidbrief/cache /var/lib/vidbrief/dataset \
  && chown -R vidbrief:vidbrief /var/lib/vidbrief
 
 # Defaults for every container of this image (compose.yaml sets the same explicitly). Ray

@@ -2,21 +2,35 @@
 
 pydantic-settings does the parsing; secrets are ``SecretStr`` so they never print. The table in
 the README lists every variable; ``vidbrief config`` shows the effective values, secrets masked.
+Any setting may also come from a file named like its variable (``vidbrief_redis_url``) in the
+secrets folder: ``/run/secrets`` where it exists (Compose ``secrets:``, a Kubernetes Secret
+volume), or ``VIDBRIEF_SECRETS_DIR``; so secrets need not be environment variables, which
+``docker inspect`` and ``kubectl describe`` show. Environment variables win over files.
 """
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
 import platformdirs
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 
 from ingest.names import RedisNames
 
 STEP_NAMES = ("download", "analyse", "brief", "report")
+#: Where Docker, Compose and (by convention) Kubernetes put secret files.
+DEFAULT_SECRETS_DIR = Path("/run/secrets")
+SECRETS_DIR_VARIABLE = "VIDBRIEF_SECRETS_DIR"
 
 
 def _state_dir() -> Path:
@@ -25,6 +39,14 @@ def _state_dir() -> Path:
 
 def _data_dir() -> Path:
     return platformdirs.user_data_path("vidbrief")
+
+
+def _secrets_folder(configured: object = None) -> Path | None:
+    """The folder of secret files: as configured, else /run/secrets where it exists."""
+    configured = configured or os.environ.get(SECRETS_DIR_VARIABLE)
+    if configured:
+        return Path(str(configured))
+    return DEFAULT_SECRETS_DIR if DEFAULT_SECRETS_DIR.is_dir() else None
 
 
 class Settings(BaseSettings):
@@ -42,6 +64,13 @@ class Settings(BaseSettings):
         "vidbrief", pattern=r"^[A-Za-z0-9_.-]{1,32}$", description="Prefix of every Redis key."
     )
     state_dir: Path = Field(default_factory=_state_dir, description="Embedded Redis data, pidfile.")
+    secrets_dir: Path | None = Field(
+        None,
+        description="Folder of secret files, one per setting, named like its variable in lower "
+        "case (vidbrief_redis_url, vidbrief_llm_api_key …); a variable that is set wins. "
+        "Unset: /run/secrets where it exists (Compose secrets, a Kubernetes Secret volume). "
+        "Environment only (not .env).",
+    )
 
     # --- Ray and the bridge
     ray_address: str | None = Field(None, description="Ray address (ray://… or host:port).")
@@ -186,6 +215,30 @@ class Settings(BaseSettings):
         (1, 2, 4, 8, 16), description="Webhook retry schedule (jittered), e.g. 1,2,4."
     )
     webhook_timeout_seconds: float = Field(10, gt=0, description="Time limit of one delivery.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """pydantic-settings' sources in its order, the secrets folder found at each call."""
+        if getattr(file_secret_settings, "secrets_dir", None) is None:  # no _secrets_dir=
+            passed = getattr(init_settings, "init_kwargs", {}).get("secrets_dir")
+            folder = _secrets_folder(passed)
+            if folder is not None and folder.is_dir():  # a missing one fails validation
+                file_secret_settings = SecretsSettingsSource(settings_cls, secrets_dir=folder)
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
+
+    @field_validator("secrets_dir")
+    @classmethod
+    def _check_secrets_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{value} is not a directory (the folder of secret files)")
+        return value
 
     @field_validator("synthetic_seconds", mode="before")
     @classmethod

@@ -1,15 +1,18 @@
 """The deployment files: compose.yaml, Dockerfile and .dockerignore, checked as text and YAML.
 
-No Docker engine is needed (nor any network): the files are parsed and held against the code
-they deploy (settings names, the chain's Ray resources, the bridge's drain time). Where the
-Compose plugin is installed, ``docker compose config -q`` validates the file as well; it only
-parses, so it needs no engine either.
+No Docker engine is needed (nor any network): the files are parsed, compose.yaml is validated
+against the Compose Specification's JSON schema (tests/data, from compose-go), and both are held
+against the code they deploy (settings names, the chain's Ray resources, the bridge's drain
+time, the health probes' commands, the secret files the settings read). Where the Compose
+plugin is installed, ``docker compose config -q`` validates the file as well; it only parses,
+so it needs no engine either.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import lzma
 import os
 import re
 import shlex
@@ -18,12 +21,15 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from ingest.settings import Settings
 from pipeline.chain import DOWNLOAD_SLOT, REPORT_NODE
-from raybridge.run import DRAIN_EXTRA_S
+from raybridge.run import DRAIN_EXTRA_S, START_TIMEOUT_S
+from vidbrief.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose.yaml"
@@ -36,19 +42,31 @@ RAY_CONTAINERS = ("ray-head", "ray-worker-gpu", "bridge")
 #: Redis, Ray's GCS, Ray client server, Ray dashboard.
 INTERNAL_PORTS = {6379, 10001, 8265}
 LOOPBACK = {"127.0.0.1", "::1", "[::1]", "localhost"}
+#: Secret variables: in .env for Compose's `secrets:`, never a container's environment.
 SECRETS = (
     "REDIS_PASSWORD",
     "REDISCLI_AUTH",
     "RAY_AUTH_TOKEN",
+    "REDIS_URL",
+    "VIDBRIEF_REDIS_URL",
     "VIDBRIEF_LLM_API_KEY",
     "VIDBRIEF_WEBHOOK_SECRET",
 )
-#: Stand-ins for the variables compose.yaml requires, to resolve its ${...}.
+#: Stand-ins for the variables compose.yaml requires, to resolve its ${...} and its secrets.
 DUMMY_ENV = {
     "REDIS_PASSWORD": "pw",
+    "REDIS_URL": "redis://:pw@redis:6379/0",
     "RAY_AUTH_TOKEN": "token",
     "VIDBRIEF_WEBHOOK_SECRET": "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=",
+    "VIDBRIEF_LLM_API_KEY": "",
 }
+#: Settings other helpers are adding (issue 16's work-folder lifecycle); Settings ignores an
+#: unknown VIDBRIEF_ variable, so compose.yaml may pass it before it lands.
+PENDING_SETTINGS = frozenset({"VIDBRIEF_WORK_RETENTION_SECONDS"})
+#: The image's vidbrief user (Dockerfile) and the redis image's redis user.
+APP_UID, REDIS_UID = "10001", "999"
+SECRETS_DIR = "/run/secrets"
+COMPOSE_SCHEMA = ROOT / "tests" / "data" / "compose-spec.schema.json.xz"
 INTERPOLATION = re.compile(
     r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
 )
@@ -166,6 +184,40 @@ def setting_variables() -> set[str]:
     return {f"VIDBRIEF_{name.upper()}" for name in Settings.model_fields}
 
 
+def service_secrets(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The secrets a service gets: source name → its long-syntax entry (target, uid, mode)."""
+    out = {}
+    for entry in service.get("secrets") or []:
+        entry = {"source": entry} if isinstance(entry, str) else entry
+        out[entry["source"]] = entry
+    return out
+
+
+def secret_path(entry: dict[str, Any]) -> str:
+    """Where Compose puts a secret in the container (default /run/secrets/<source>)."""
+    target = entry.get("target") or entry["source"]
+    return target if target.startswith("/") else f"{SECRETS_DIR}/{target}"
+
+
+def write_secrets(
+    compose: dict[str, Any], service: dict[str, Any], folder: Path, env: dict[str, str]
+) -> None:
+    """The secret files Compose would copy into ``service``, from ``env`` (like .env)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for source, entry in service_secrets(service).items():
+        value = env.get(compose["secrets"][source]["environment"], "")
+        if value:  # Compose leaves out a secret whose variable is empty
+            (folder / Path(secret_path(entry)).name).write_text(value + "\n")
+
+
+def vidbrief_health(test: list[str]) -> list[str] | None:
+    """The `vidbrief health ...` words of a healthcheck test, or None."""
+    words = test[1:] if test and test[0] in ("CMD", "CMD-SHELL") else test
+    if test and test[0] == "CMD-SHELL":
+        words = shlex.split(words[0])
+    return words if words[:2] == ["vidbrief", "health"] else None
+
+
 def dockerfile_instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined."""
     text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
@@ -249,22 +301,60 @@ def test_redis_keeps_an_append_only_file_needs_a_password_and_is_health_checked(
     redis = services["redis"]
     line = command_line(redis)
     assert re.search(r"--appendonly\s+yes", line)
-    assert "requirepass" in line and "$$REDIS_PASSWORD" in line  # from the env, not argv
-    env = environment(redis)
-    assert env["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?"), "the password is required"
-    test = redis["healthcheck"]["test"]
-    assert "redis-cli" in " ".join(test) and "ping" in " ".join(test)
+    # The password from its secret file into a config file: never on the command line.
+    assert "requirepass" in line and "/run/secrets/redis_password" in line
+    assert "--requirepass" not in line and '[ -n "$$password" ]' in line
+    assert service_secrets(redis)["redis_password"]["uid"] == REDIS_UID
+    assert redis["user"] == "redis"
+    test = " ".join(redis["healthcheck"]["test"])
+    assert "redis-cli" in test and "ping" in test and "/run/secrets/redis_password" in test
     volume, _, target = redis["volumes"][0].partition(":")
     assert target == "/data" and volume in compose["volumes"]
 
 
-def test_the_bridge_starts_after_redis_is_healthy_and_the_ray_head_is_up(services):
+def test_the_bridge_starts_after_redis_and_the_ray_nodes_are_healthy(services):
     depends = services["bridge"]["depends_on"]
-    assert depends["redis"]["condition"] == "service_healthy"
-    assert depends["ray-head"]["condition"] == "service_healthy"
-    assert "healthcheck" in services["ray-head"]
+    for name in ("redis", "ray-head", "ray-worker-gpu"):
+        assert depends[name]["condition"] == "service_healthy", name
     assert services["ray-worker-gpu"]["depends_on"]["ray-head"]["condition"] == "service_healthy"
     assert services["webhook-worker"]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+# ----------------------------------------------------------------------------- healthchecks
+
+
+def test_every_service_has_a_healthcheck(services):
+    for name in SERVICES:
+        check = services[name].get("healthcheck")
+        assert check and check.get("test") and not check.get("disable"), name
+        assert duration_seconds(check["timeout"]) < duration_seconds(check["interval"]), name
+
+
+def test_the_vidbrief_healthchecks_run_health_commands_that_exist(services):
+    runner = CliRunner()
+    probes = {}
+    for name in APP_SERVICES:
+        words = vidbrief_health(services[name]["healthcheck"]["test"])
+        assert words, f"{name}: not a `vidbrief health` probe"
+        result = runner.invoke(app, [*words[1:], "--help"])
+        assert result.exit_code == 0, f"{name}: {words}: {result.output}"
+        probes[name] = words[2]
+    assert probes == {
+        "ray-head": "ray-node",
+        "ray-worker-gpu": "ray-node",
+        "bridge": "bridge",
+        "webhook-worker": "webhook-worker",
+    }
+
+
+def test_the_bridge_healthcheck_waits_out_the_start_and_tolerates_a_busy_loop(services):
+    check = services["bridge"]["healthcheck"]
+    words = vidbrief_health(check["test"]) or []
+    max_age = float(words[words.index("--max-age") + 1])
+    heartbeat = Settings.model_fields["heartbeat_seconds"].default
+    assert max_age >= 3 * heartbeat  # three missed beats at least
+    assert duration_seconds(check["start_period"]) > START_TIMEOUT_S  # the actors' warm-up
+    assert "--name" not in words  # the bridge's own name, VIDBRIEF_BRIDGE_NAME
 
 
 def test_the_bridge_has_time_to_drain_before_sigkill(services):
@@ -288,43 +378,65 @@ def test_the_ray_nodes_offer_the_resources_the_chain_asks_for(services):
     assert environment(services["bridge"])["VIDBRIEF_RAY_ADDRESS"] == gcs
 
 
-def test_the_ray_cluster_uses_token_authentication(services):
-    tokens = set()
+def test_the_ray_cluster_uses_token_authentication_from_a_secret_file(services):
     for name in RAY_CONTAINERS:
         env = environment(services[name])
         assert env["RAY_AUTH_MODE"] == "token", name
-        tokens.add(env["RAY_AUTH_TOKEN"])
-    assert len(tokens) == 1 and next(iter(tokens)).startswith("${RAY_AUTH_TOKEN:?")
+        assert "RAY_AUTH_TOKEN" not in env, name
+        token = service_secrets(services[name])["ray_auth_token"]
+        assert env["RAY_AUTH_TOKEN_PATH"] == secret_path(token), name
     for name in ("redis", "webhook-worker"):
-        assert "RAY_AUTH_TOKEN" not in environment(services[name]), name
+        assert "ray_auth_token" not in service_secrets(services[name]), name
 
 
-def test_the_reports_and_work_volumes_are_where_the_settings_point(compose, services):
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    pairs = (v.split(":")[:2] for v in service.get("volumes", []))
+    return {target: source for source, target in pairs}
+
+
+def test_the_reports_work_and_dataset_volumes_are_where_the_settings_point(compose, services):
     env = environment(services["bridge"])  # the bridge's settings travel to the Ray nodes
-
-    def mounts(name: str) -> dict[str, str]:
-        pairs = (v.split(":")[:2] for v in services[name].get("volumes", []))
-        return {target: source for source, target in pairs}
-
-    assert mounts("ray-head")[env["VIDBRIEF_REPORTS_URL"]] == "reports"  # the report's node
+    head = mounts(services["ray-head"])
+    assert head[env["VIDBRIEF_REPORTS_URL"]] == "reports"  # the report's node
     for name in ("ray-head", "ray-worker-gpu"):  # the report reads the analysis' keyframes
-        assert mounts(name)[env["VIDBRIEF_WORK_DIR"]] == "work", name
-    assert {"reports", "work"} <= set(compose["volumes"])
+        assert mounts(services[name])[env["VIDBRIEF_WORK_DIR"]] == "work", name
+    # The bridge actor, on the head, appends the dataset rows.
+    dataset = interpolate(env["VIDBRIEF_DATASET_URL"] or "", {})
+    assert head[dataset] == "dataset"
+    assert compose["volumes"]["dataset"]["name"] == "vidbrief-dataset"
+    assert {"reports", "work", "dataset"} <= set(compose["volumes"])
+    assert re.search(r"mkdir -p [^&]*" + re.escape(dataset), DOCKERFILE.read_text())
+
+
+def test_the_work_volume_is_bounded_by_deleting_finished_work(services):
+    env = environment(services["bridge"])
+    assert interpolate(env["VIDBRIEF_WORK_RETENTION_SECONDS"] or "", {}) == "0"
+    text = COMPOSE.read_text()
+    assert "What bounds the `work` volume" in text  # and the comment says how
 
 
 # ----------------------------------------------------------------------------- settings
 
 
 def test_every_vidbrief_variable_is_a_real_setting():
-    known = setting_variables()
+    known = setting_variables() | PENDING_SETTINGS
     for path in (COMPOSE, DOCKERFILE):
         used = set(re.findall(r"\bVIDBRIEF_[A-Z0-9_]+", path.read_text()))
         assert used, path
         assert used <= known, f"{path.name}: unknown settings {sorted(used - known)}"
 
 
+def test_every_vidbrief_secret_file_is_a_real_setting(services):
+    known = setting_variables()
+    for name, service in services.items():
+        for entry in service_secrets(service).values():
+            file = Path(secret_path(entry)).name
+            if file.startswith("vidbrief_"):
+                assert file.upper() in known, f"{name}: {file}"
+
+
 @pytest.mark.parametrize("name", ["bridge", "webhook-worker"])
-def test_the_settings_compose_sets_are_valid(services, monkeypatch, name):
+def test_the_settings_compose_gives_are_valid(compose, services, monkeypatch, tmp_path, name):
     for var in list(os.environ):
         if var.startswith("VIDBRIEF_"):
             monkeypatch.delenv(var)
@@ -332,13 +444,15 @@ def test_the_settings_compose_sets_are_valid(services, monkeypatch, name):
     for var, value in env.items():
         if value is not None:
             monkeypatch.setenv(var, interpolate(value, DUMMY_ENV))
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    write_secrets(compose, services[name], tmp_path / "secrets", DUMMY_ENV)
+    settings = Settings(secrets_dir=tmp_path / "secrets", _env_file=None)  # type: ignore[call-arg]
     assert settings.redis_url is not None
     assert settings.redis_url.get_secret_value() == "redis://:pw@redis:6379/0"
     assert settings.allow_private_urls is False
     if name == "bridge":
         assert settings.ray_address == "ray-head:6379"
         assert settings.step_mode == "real" and settings.analysis_on == "gpu"
+        assert settings.llm_api_key is None  # an empty key: the offline brief
     else:
         assert settings.webhook_secret is not None
 
@@ -349,24 +463,58 @@ def test_private_urls_stay_refused_everywhere(services):
         assert value in (None, "false", "0"), name
 
 
-def test_secrets_come_from_the_environment_never_from_the_file(services):
+def test_secrets_are_compose_secrets_never_environment_variables(compose, services):
     for name, service in services.items():
-        for var, value in environment(service).items():
-            if var in SECRETS and value is not None:
-                assert INTERPOLATION.fullmatch(value), f"{name}: {var} is a literal"
-        url = environment(service).get("VIDBRIEF_REDIS_URL")
-        if url:
-            assert url.startswith("redis://:${REDIS_PASSWORD:?"), name
+        env = environment(service)
+        assert not set(env) & set(SECRETS), f"{name}: {sorted(set(env) & set(SECRETS))}"
+        assert "env_file" not in service, name  # it would hand every secret to the container
+    for source, secret in compose["secrets"].items():
+        assert secret["environment"] in SECRETS, source  # read from .env, copied as a file
     assert not re.search(r"whsec_[A-Za-z0-9+/=]{8,}", COMPOSE.read_text())
-    assert "VIDBRIEF_LLM_API_KEY" not in environment(services["webhook-worker"])
-    assert "VIDBRIEF_WEBHOOK_SECRET" not in environment(services["bridge"])
 
 
-def test_compose_refuses_to_start_without_the_required_secrets(services):
-    env = environment(services["bridge"])
-    with pytest.raises(KeyError, match="REDIS_PASSWORD"):
-        interpolate(env["VIDBRIEF_REDIS_URL"] or "", {})
-    assert interpolate(env["VIDBRIEF_REDIS_URL"] or "", DUMMY_ENV).startswith("redis://:pw@")
+def test_each_service_gets_only_its_secrets_readable_by_its_user_only(services):
+    expected = {
+        "redis": {"redis_password"},
+        "ray-head": {"ray_auth_token"},
+        "ray-worker-gpu": {"ray_auth_token"},
+        "bridge": {"vidbrief_redis_url", "ray_auth_token", "vidbrief_llm_api_key"},
+        "webhook-worker": {"vidbrief_redis_url", "vidbrief_webhook_secret"},
+    }
+    for name, sources in expected.items():
+        given = service_secrets(services[name])
+        assert set(given) == sources, name
+        uid = REDIS_UID if name == "redis" else APP_UID
+        for entry in given.values():
+            assert (entry["uid"], entry["gid"]) == (uid, uid), (name, entry)
+            assert int(str(entry["mode"]), 8) == 0o400, (name, entry)
+            assert secret_path(entry).startswith(f"{SECRETS_DIR}/"), (name, entry)
+
+
+def test_compose_refuses_to_start_without_the_required_secrets(compose):
+    required = compose["x-required-secrets"]
+    names = {INTERPOLATION.fullmatch(item)["name"] for item in required}
+    optional = {"VIDBRIEF_LLM_API_KEY"}  # empty: the offline brief
+    assert names == {s["environment"] for s in compose["secrets"].values()} - optional
+    for item in required:
+        assert INTERPOLATION.fullmatch(item)["op"] == ":?", item  # unset or empty: stop
+        name = INTERPOLATION.fullmatch(item)["name"]
+        with pytest.raises(KeyError, match=name):
+            interpolate(item, {k: v for k, v in DUMMY_ENV.items() if k != name})
+        assert interpolate(item, DUMMY_ENV) == DUMMY_ENV[name]
+
+
+def test_compose_yaml_is_valid_for_the_compose_specification():
+    schema = json.loads(lzma.decompress(COMPOSE_SCHEMA.read_bytes()))
+    assert "compose-go" in schema["$comment"]
+    resolved = yaml.safe_load(interpolate(COMPOSE.read_text(), DUMMY_ENV).replace("$$", "$"))
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(resolved)]
+    assert not errors, errors
+    # The check means something only if it refuses a mistake Compose would refuse.
+    broken = {**resolved, "services": {**resolved["services"]}}
+    broken["services"]["bridge"] = {**resolved["services"]["bridge"], "healthcheks": {}}
+    assert not validator.is_valid(broken)
 
 
 # ----------------------------------------------------------------------------- Dockerfile

@@ -14,6 +14,7 @@ from rich.console import Console
 from ingest.errors import VidbriefError
 from ingest.settings import Settings
 from vidbrief.bench import bench_app
+from vidbrief.health_check import health_app
 
 app = typer.Typer(
     help="Turn videos into written briefs: a Redis stream in, a Ray chain, PDFs and webhooks out.",
@@ -28,6 +29,7 @@ redis_app = typer.Typer(
 app.add_typer(dead_app, name="dead")
 app.add_typer(bench_app, name="bench")
 app.add_typer(redis_app, name="redis")
+app.add_typer(health_app, name="health")
 
 out = Console()
 err = Console(stderr=True)
