@@ -41,8 +41,8 @@ _AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{8,}")
 # key=value, "key": "value", key: value — for names that hold secrets
 _SECRET_FIELD = re.compile(
     r"(?i)([\"']?\b[a-z0-9_-]*(?:password|passwd|pwd|secret|token|api[_-]?key|apikey"
-    r"|access[_-]?key|credential|signature|authorization)[a-z0-9_-]*[\"']?\s*[:=]\s*[\"']?)"
-    r"[^\s\"'&,;}]+"
+    r"|access[_-]?key|credential|signature|authorization)[a-z0-9_-]*[\"']?\s*[:=]\s*[\"']?"
+    r"(?:(?:bearer|basic)\s+)?)[^\s\"'&,;}]+"
 )
 
 
@@ -50,8 +50,8 @@ def redact(text: object, *, max_chars: int = REDACTED_MAX_CHARS) -> str:
     """``text`` (anything: it is ``str()``-ed) with secrets masked, cut to ``max_chars``."""
     out = _USERINFO.sub(rf"\1{MASK}@", str(text))
     out = _PREFIXED.sub(MASK, out)
-    out = _AUTH_SCHEME.sub(rf"\1\2{MASK}", out)
     out = _SECRET_FIELD.sub(rf"\1{MASK}", out)
+    out = _AUTH_SCHEME.sub(rf"\1\2{MASK}", out)
     if len(out) > max_chars:
         out = out[: max_chars - len(_ELLIPSIS)] + _ELLIPSIS
     return out

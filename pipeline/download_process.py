@@ -11,7 +11,9 @@ allocation nobody counted — is bounded here, on the process that runs it:
   deadline (``VIDBRIEF_DOWNLOAD_TIMEOUT_SECONDS``) and removes what it left behind;
 - **programs**: an audit hook in the child refuses every process start (subprocess, exec,
   spawn, fork). download.py already keeps yt-dlp to its in-process downloaders; this is the
-  net under that.
+  net under that;
+- **orphans**: a child whose parent died (a worker killed by Ray) exits within
+  ``PARENT_CHECK_S``; the next attempt removes what it left.
 
 The request goes to the child as JSON on stdin; the child answers one JSON object on stdout
 (whatever else it prints goes to stderr: the worker's log) and, on success, leaves
@@ -29,6 +31,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 
 DEADLINE_GRACE_S = 1.5  # after its own deadline the child has this long to report, then dies
 POLL_S = 0.02  # how often the parent looks whether the child has ended
+PARENT_CHECK_S = 0.5  # how often the child looks whether its parent is still there
 KIB = 1024
 _REFUSED_EVENTS = frozenset(
     {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork"}
@@ -116,6 +120,7 @@ def spawn(
         "allow_private": allow_private,
         "language": language,
         "memory_bytes": memory_bytes,
+        "parent_pid": os.getpid(),  # a parent dead before the child looks is seen too
     }
     with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as stdout:
         stdin.write(json.dumps(request).encode())
@@ -247,6 +252,17 @@ def _limit_memory(extra_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+def _exit_with_parent(parent: int) -> None:
+    """End this process soon after ``parent`` ends (it is then adopted: the PID changes)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _child_download(request: dict[str, Any]) -> dict[str, Any]:
     from ingest.urlsafety import AddressPolicy
 
@@ -273,6 +289,7 @@ def main() -> int:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not spoil the answer
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     request = json.load(sys.stdin)
+    _exit_with_parent(int(request["parent_pid"]))
     start_rss = _rss_high_water()
     _limit_memory(int(request["memory_bytes"]))
     forbid_programs()

@@ -162,6 +162,38 @@ def test_a_frozen_download_is_killed_at_the_hard_deadline(base_url: str, tmp_pat
 
 @pytest.mark.integration
 @pytest.mark.chaos
+def test_a_child_whose_worker_dies_ends_too(base_url: str, tmp_path: Path):
+    code = (
+        "import sys\n"
+        "from pipeline.download import DownloadLimits\n"
+        "from pipeline.download_process import spawn\n"
+        "spawn(sys.argv[1], sys.argv[2], DownloadLimits(2**26, 600, 60), allow_private=True,\n"
+        "      language='en', memory_bytes=2**30)\n"
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-c", code, f"{base_url}/trickle?every=1", str(tmp_path)]
+    )
+    try:
+        children = wait_for_children(psutil.Process(worker.pid))
+        worker.kill()  # as Ray kills a worker: no chance to clean up
+        worker.wait()
+        _, alive = psutil.wait_procs(children, timeout=10)
+    finally:
+        worker.kill()
+    assert children and not alive, "the download process outlived its worker"
+
+
+def wait_for_children(proc: psutil.Process) -> list[psutil.Process]:
+    until = time.monotonic() + 30
+    while time.monotonic() < until:
+        if children := proc.children():
+            return children
+        time.sleep(0.05)
+    return []
+
+
+@pytest.mark.integration
+@pytest.mark.chaos
 def test_memory_past_the_limit_ends_the_download_as_refused(base_url: str, tmp_path: Path):
     # A page cap far above the memory limit: the address-space limit is what stops it.
     with pytest.raises(PermanentStepError, match="VIDBRIEF_DOWNLOAD_MEMORY_MB"):

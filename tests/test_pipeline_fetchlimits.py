@@ -8,19 +8,25 @@ PATH, each recording that it ran: none may.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import socket
+import ssl
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from yt_dlp.networking.exceptions import TransportError
 
 from ingest.errors import PermanentStepError, RetryableStepError
 from ingest.urlsafety import AddressPolicy
-from pipeline.download import DownloadLimits, download
+from pipeline.download import DownloadLimits, _GuardedYoutubeDL, download
+from pipeline.fetchlimits import DeadlinePassed
 
 try:
     from tests.media import (
@@ -229,3 +235,87 @@ def test_a_subtitle_url_pointing_inside_is_refused_like_a_format(
     with pytest.raises(PermanentStepError, match="loopback address"):
         download(f"{server.url}/inside-sub.html", tmp_path, LIMITS, policy=policy)
     assert "/many.en.vtt" not in server.log.paths()
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def self_signed_cert(folder: Path) -> tuple[Path, Path]:
+    """A certificate and key for 127.0.0.1 (cryptography comes with moto, a test dependency)."""
+    import datetime
+
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@contextlib.contextmanager
+def trickling_tls_server(folder: Path) -> Iterator[int]:
+    """An HTTPS server on 127.0.0.1 whose body comes a byte every half second; yields its port."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*self_signed_cert(folder))
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with contextlib.suppress(OSError), context.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(65536)
+            tls.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 999\r\n\r\n"
+            )
+            while not stop.wait(0.5):
+                tls.sendall(b"x")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.integration
+@pytest.mark.chaos
+def test_a_trickling_tls_server_is_held_to_the_deadline_too(tmp_path: Path):
+    # TLS sockets are made by the SSL context from ours: they must keep the deadline.
+    bounds = LIMITS.read_bounds(time.monotonic() + DEADLINE_S)
+    params = {"quiet": True, "nocheckcertificate": True, "socket_timeout": 10}
+    with (
+        trickling_tls_server(tmp_path) as port,
+        _GuardedYoutubeDL(params, PRIVATE_OK, bounds) as ydl,
+    ):
+        started = time.monotonic()
+        response = ydl.urlopen(f"https://127.0.0.1:{port}/")
+        with pytest.raises(TransportError) as err:
+            response.read()
+        elapsed = time.monotonic() - started
+    assert isinstance(err.value.cause, DeadlinePassed)
+    assert elapsed < DEADLINE_S + DEADLINE_SLACK_S
