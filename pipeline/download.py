@@ -297,12 +297,16 @@ class _GuardedYoutubeDL(yt_dlp.YoutubeDL):
                 over = next((c for c in _causes(e) if isinstance(c, OverLimit)), None)
                 if not subtitle or over is None:
                     raise
-        # Subtitles are optional: speech to text briefs the video without them (a cut file
-        # would be a silently partial transcript).
-        log.warning("subtitles ignored: %s; speech to text is used instead", over)
-        for path in (Path(name), Path(name + ".part")):
-            path.unlink(missing_ok=True)
-        return False
+                return _drop_subtitles(name, over)
+
+
+def _drop_subtitles(name: str, why: OverLimit) -> bool:
+    """Subtitles over their cap are dropped, not the job: speech to text briefs the video
+    without them, and a cut file would be a silently partial transcript."""
+    log.warning("subtitles ignored: %s; speech to text is used instead", why)
+    for path in (Path(name), Path(name + ".part")):
+        path.unlink(missing_ok=True)
+    return False
 
 
 def _check_downloader(info: dict[str, Any], params: dict[str, Any], what: str) -> None:
@@ -324,8 +328,11 @@ def _check_downloader(info: dict[str, Any], params: dict[str, Any], what: str) -
 
 
 def run(ctx: JobContext) -> Media:
-    """The download step: the request's video into ``<workdir>/download``, in a child process
-    with a memory limit that is killed at the deadline (:mod:`pipeline.download_process`)."""
+    """The download step: the request's video into ``<workdir>/download``.
+
+    It runs in a child process with a memory limit, killed at the deadline
+    (:mod:`pipeline.download_process`).
+    """
     from pipeline.download_process import download_isolated
 
     settings = ctx.settings
@@ -510,8 +517,10 @@ def _check_info(info: dict[str, Any] | None) -> None:
         if protocol not in GUARDED_PROTOCOLS:
             raise PermanentStepError(f"unsupported protocol {protocol!r}", step=STEP)
     for lang, sub in (info.get("requested_subtitles") or {}).items():
+        if sub.get("data") is not None or not sub.get("url"):
+            continue  # inline text: nothing to fetch
         protocol = str(sub.get("protocol") or determine_protocol(sub))
-        if sub.get("data") is None and protocol not in GUARDED_PROTOCOLS:
+        if protocol not in GUARDED_PROTOCOLS:
             raise PermanentStepError(
                 f"unsupported protocol {protocol!r} for the {lang} subtitles", step=STEP
             )

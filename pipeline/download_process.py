@@ -26,6 +26,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -55,6 +56,9 @@ DEADLINE_GRACE_S = 1.5  # after its own deadline the child has this long to repo
 POLL_S = 0.02  # how often the parent looks whether the child has ended
 PARENT_CHECK_S = 0.5  # how often the child looks whether its parent is still there
 KIB = 1024
+_CREDENTIAL_NAME = re.compile(
+    r"(?i)^(VIDBRIEF_|AWS_|OPENAI_|AZURE_|GOOGLE_)|KEY|SECRET|TOKEN|PASSW|CREDENTIAL"
+)
 _REFUSED_EVENTS = frozenset(
     {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork"}
     | {"os.forkpty", "os.startfile", "pty.spawn"}
@@ -145,9 +149,12 @@ def spawn(
 
 
 def _child_env() -> dict[str, str]:
-    """The parent's environment; our packages first on the path (Ray ships them anywhere)."""
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
+    """The parent's environment without credentials; our packages first on the path.
+
+    The child parses hostile input and needs no secret: its request carries all it uses.
+    """
+    env = {k: v for k, v in os.environ.items() if not _CREDENTIAL_NAME.search(k)}
+    root = str(Path(__file__).resolve().parents[1])  # wherever Ray shipped the packages
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     env["MALLOC_ARENA_MAX"] = "2"  # each malloc arena reserves address space: keep them few
     return env

@@ -130,7 +130,8 @@ class ReadBounds:
 
     @contextlib.contextmanager
     def reading(self, kind: str) -> Iterator[None]:
-        """Responses opened in this block are of ``kind``; but for pages, they share a budget."""
+        """Responses opened in this block are of ``kind`` and share one budget (pages: each
+        has its own)."""
         saved = self._kind, self._meter
         self._kind, self._meter = kind, None if kind == PAGE else _Meter(kind, self.caps[kind])
         try:
@@ -192,7 +193,7 @@ def _stage(encoding: str) -> _Stage | None:
 
 
 def _deflate_stage() -> _Stage:
-    """ "deflate" is zlib-wrapped by the standard, raw by some servers: tell by the header."""
+    """Deflate as the standard says (zlib-wrapped) or as some servers send it (raw)."""
     state: dict[str, Any] = {}
 
     def stage(data: bytes, most: int) -> bytes:
@@ -317,8 +318,9 @@ class SubtitleCaps:
         return int(self.max_cues_per_minute * minutes)
 
 
-#: The caps of the download running in this context (set by ``download()``).
-_SUBTITLE_CAPS: ContextVar[SubtitleCaps] = ContextVar("vidbrief_subtitle_caps")
+#: The caps of the download running in this context, set by ``download()``: the code that
+#: reads subtitle files does not carry the download's limits (and may move to its own module).
+_SUBTITLE_CAPS: ContextVar[SubtitleCaps | None] = ContextVar("vidbrief_subtitle_caps", default=None)
 
 
 @contextlib.contextmanager
@@ -338,7 +340,7 @@ def capped_subtitle_text(path: Path, duration_s: float | None) -> str:
     job failed: speech to text still briefs the video, and a cut file would be a silently
     partial transcript. Cues are counted by their ``-->`` before anything is parsed.
     """
-    caps = _SUBTITLE_CAPS.get(None) or SubtitleCaps.from_settings(Settings.model_construct())
+    caps = _SUBTITLE_CAPS.get() or SubtitleCaps.from_settings(Settings.model_construct())
     size = path.stat().st_size
     if size > caps.max_bytes:
         _ignored(path, f"{size} bytes, more than {caps.max_bytes} (VIDBRIEF_MAX_SUBTITLE_MB)")

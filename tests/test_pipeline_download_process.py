@@ -222,6 +222,16 @@ def test_the_step_runs_no_program(base_url: str, tmp_path: Path, monkeypatch: py
     assert not calls.exists(), calls.read_text()
 
 
+def test_the_child_gets_no_credentials(monkeypatch: pytest.MonkeyPatch):
+    from pipeline.download_process import _child_env
+
+    for name in ("VIDBRIEF_LLM_API_KEY", "VIDBRIEF_REDIS_URL", "AWS_SECRET_ACCESS_KEY", "GH_TOKEN"):
+        monkeypatch.setenv(name, "sk-marker-123456")
+    env = _child_env()
+    assert "sk-marker-123456" not in env.values()
+    assert env["PATH"] == os.environ["PATH"] and env["PYTHONPATH"]
+
+
 def test_the_child_starts_no_programs():
     code = (
         "import os, subprocess\n"
