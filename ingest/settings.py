@@ -169,6 +169,24 @@ class Settings(BaseSettings):
     max_download_mb: float = Field(2048, gt=0, description="Largest video downloaded.")
     max_duration_seconds: float = Field(4 * 3600, gt=0, description="Longest video accepted.")
     download_timeout_seconds: float = Field(1800, gt=0, description="Time limit of a download.")
+    max_page_mb: float = Field(
+        16, gt=0, description="Largest web page, manifest or API answer a download reads (each)."
+    )
+    max_subtitle_mb: float = Field(
+        5, gt=0, description="Largest subtitle file; a larger one is ignored (speech to text)."
+    )
+    max_subtitle_cues_per_minute: int = Field(
+        120,
+        ge=1,
+        description="Most subtitle cues per minute of video (under a minute counts as one); "
+        "more and the subtitles are ignored (speech to text).",
+    )
+    download_memory_mb: float = Field(
+        1024,
+        gt=0,
+        description="Memory a download may use beyond what its process starts with (an "
+        "address-space limit on the download's child process).",
+    )
 
     # --- Analysis
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where analysis runs.")

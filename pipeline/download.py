@@ -8,11 +8,17 @@ and URL-parser disagreements are caught too). yt-dlp's other handlers are not in
 proxies are off (the policy must see the real destination), and ffmpeg is hidden from yt-dlp
 (its HLS fallback would fetch on its own): only single-file formats, never merged ones.
 
-Limits: size (known size before the download, counted bytes during it, the file after it),
-duration (from yt-dlp's metadata, else probed from the first and last bytes of the file with
-HTTP range requests and PyAV, before the body is fetched), time (socket timeout per operation
-plus one deadline checked at every request and progress report). Failures leave no partial
-file. A finished download ends with ``media.json``; a resumed job finds it and fetches nothing.
+Only yt-dlp's own HTTP, HLS and DASH downloaders run (for formats and subtitles alike): any
+other (rtmpdump, ffmpeg, aria2c, curl, wget …) is refused before it starts.
+
+Limits: size (known size before the download; every byte read counted against the cap of its
+kind — page, subtitle, media — see :mod:`pipeline.fetchlimits`; the file after it), duration
+(from yt-dlp's metadata, else probed from the first and last bytes of the file with HTTP range
+requests and PyAV, before the body is fetched), time (one deadline that every socket read
+waits for at most, checked too at every request and progress report). The step runs all this
+in a child process with a memory limit, killed at the deadline (:mod:`pipeline.download_process`).
+Failures leave no partial file. A finished download ends with ``media.json``; a resumed job
+finds it and fetches nothing.
 """
 
 from __future__ import annotations
@@ -35,17 +41,33 @@ from pathlib import Path
 from typing import Any
 
 import yt_dlp
+from yt_dlp.downloader import DashSegmentsFD, HlsFD, HttpFD, get_suitable_downloader
 from yt_dlp.networking import Request
-from yt_dlp.networking._helper import _socket_connect, create_connection
+from yt_dlp.networking._helper import create_connection
 from yt_dlp.networking._urllib import HTTPHandler, RedirectHandler, UrllibRH
 from yt_dlp.networking.exceptions import HTTPError, RequestError, TransportError
-from yt_dlp.utils import ExtractorError
+from yt_dlp.utils import ExtractorError, determine_protocol
 
 from ingest.errors import PermanentStepError, RetryableStepError, StepError, UnsafeURL
 from ingest.settings import Settings
 from ingest.urlsafety import AddressPolicy, UnresolvableHost
 from pipeline.analyse import AV_CONTAINER_OPTIONS
 from pipeline.context import JobContext
+from pipeline.fetchlimits import (
+    MEDIA,
+    PAGE,
+    SUBTITLE,
+    BoundedResponse,
+    DeadlinePassed,
+    DeadlineSSLSocket,
+    OverLimit,
+    ReadBounds,
+    SubtitleCaps,
+    capped_subtitle_text,
+    connect_socket,
+    decode_bounded,
+    subtitle_caps,
+)
 from pipeline.models import Media, Segment
 
 __all__ = ["DownloadLimits", "GuardedUrllibRH", "download", "parse_vtt", "run"]
@@ -68,17 +90,25 @@ FORMAT = f"b[height<={MAX_HEIGHT_PX}]/b"
 GUARDED_PROTOCOLS = frozenset(
     {"http", "https", "m3u8", "m3u8_native", "http_dash_segments", "http_dash_segments_generator"}
 )
+#: yt-dlp's in-process downloaders: the only ones allowed to run (no external programs).
+NATIVE_DOWNLOADERS = (HttpFD, HlsFD, DashSegmentsFD)
 RETRYABLE_HTTP_STATUS = frozenset({408, 425, 429})
 _PARTIAL_PREFIX = ".partial-"
 
 
+_DEFAULTS = Settings.model_construct()  # the settings' defaults, for limits not given
+
+
 @dataclass(frozen=True)
 class DownloadLimits:
-    """How much one download may take: bytes, seconds of video, seconds of wall time."""
+    """How much one download may take: bytes (per kind), seconds of video, of wall time."""
 
     max_bytes: int
     max_duration_s: float
     timeout_s: float
+    max_page_bytes: int = int(_DEFAULTS.max_page_mb * BYTES_PER_MB)
+    max_subtitle_bytes: int = int(_DEFAULTS.max_subtitle_mb * BYTES_PER_MB)
+    max_subtitle_cues_per_minute: int = _DEFAULTS.max_subtitle_cues_per_minute
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DownloadLimits:
@@ -86,6 +116,18 @@ class DownloadLimits:
             int(settings.max_download_mb * BYTES_PER_MB),
             settings.max_duration_seconds,
             settings.download_timeout_seconds,
+            int(settings.max_page_mb * BYTES_PER_MB),
+            int(settings.max_subtitle_mb * BYTES_PER_MB),
+            settings.max_subtitle_cues_per_minute,
+        )
+
+    def read_bounds(self, deadline: float) -> ReadBounds:
+        caps = {PAGE: self.max_page_bytes, SUBTITLE: self.max_subtitle_bytes}
+        return ReadBounds(deadline, {**caps, MEDIA: self.max_bytes})
+
+    def subtitle_caps(self) -> SubtitleCaps:
+        return SubtitleCaps(
+            self.max_subtitle_bytes, self.max_subtitle_cues_per_minute, self.max_duration_s
         )
 
 
@@ -100,17 +142,22 @@ class DeadlineExceeded(RequestError):
     """The download's overall deadline passed."""
 
 
+class OverLimitRequest(RequestError):
+    """A response over its cap while being opened (``cause``: the OverLimit); passes through."""
+
+
 def _refuse(e: UnsafeURL) -> RefusedRequest:
     return RefusedRequest(str(e), cause=e)
 
 
 def _guarded_create_connection(
     policy: AddressPolicy,
+    bounds: ReadBounds,
     address: tuple[str, int],
     timeout: Any = socket._GLOBAL_DEFAULT_TIMEOUT,
     source_address: Any = None,
 ) -> socket.socket:
-    """yt-dlp's create_connection, with each resolved address checked before connecting."""
+    """yt-dlp's create_connection: each address checked, a socket bound to the deadline."""
     host, port = address
 
     def connect(addrinfo: tuple, timeout: Any, source_address: Any) -> socket.socket:
@@ -118,70 +165,76 @@ def _guarded_create_connection(
             policy.check_connect(host, port, str(addrinfo[4][0]))
         except UnsafeURL as e:
             raise _refuse(e) from e  # not an OSError: the next address is not tried
-        return _socket_connect(addrinfo, timeout, source_address)
+        return connect_socket(bounds, addrinfo, timeout, source_address)
 
     return create_connection(address, timeout, source_address, _create_socket_func=connect)
 
 
 def _guarded_connection(
-    policy: AddressPolicy, http_class: type, *args: Any, **kwargs: Any
+    policy: AddressPolicy, bounds: ReadBounds, http_class: type, *args: Any, **kwargs: Any
 ) -> http.client.HTTPConnection:
     conn = http_class(*args, **kwargs)
-    conn._create_connection = functools.partial(_guarded_create_connection, policy)
+    conn._create_connection = functools.partial(_guarded_create_connection, policy, bounds)
     return conn
 
 
 class _GuardedHTTPHandler(HTTPHandler):
-    """yt-dlp's HTTP handler (decompression, headers) whose sockets pass the policy."""
+    """yt-dlp's HTTP handler whose sockets pass the policy and whose decoding is capped."""
 
-    def __init__(self, policy: AddressPolicy, **kwargs: Any) -> None:
+    def __init__(self, policy: AddressPolicy, bounds: ReadBounds, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._policy = policy
+        self._policy, self._bounds = policy, bounds
+        if self._context is not None:  # TLS sockets keep the deadline of the plain ones
+            self._context.sslsocket_class = DeadlineSSLSocket
+
+    def _factory(self, http_class: type) -> Any:
+        return functools.partial(_guarded_connection, self._policy, self._bounds, http_class)
 
     def http_open(self, req: urllib.request.Request) -> Any:
-        factory = functools.partial(_guarded_connection, self._policy, http.client.HTTPConnection)
-        return self.do_open(factory, req)
+        return self.do_open(self._factory(http.client.HTTPConnection), req)
 
     def https_open(self, req: urllib.request.Request) -> Any:
-        factory = functools.partial(_guarded_connection, self._policy, http.client.HTTPSConnection)
-        return self.do_open(factory, req, context=self._context)
+        return self.do_open(self._factory(http.client.HTTPSConnection), req, context=self._context)
+
+    def http_response(self, req: urllib.request.Request, resp: Any) -> Any:
+        return decode_bounded(resp, self._bounds.meter())
+
+    https_response = http_response
 
 
 class _GuardedRedirectHandler(RedirectHandler):
     """Checks every redirect hop against the policy and the deadline before following it."""
 
-    def __init__(self, policy: AddressPolicy, deadline: float) -> None:
+    def __init__(self, policy: AddressPolicy, bounds: ReadBounds) -> None:
         super().__init__()
-        self._policy, self._deadline = policy, deadline
+        self._policy, self._bounds = policy, bounds
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         try:
             self._policy.check_redirect(req.full_url, newurl)
         except UnsafeURL as e:
             raise _refuse(e) from e
-        _check_deadline(self._deadline)
+        _check_deadline(self._bounds)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def _check_deadline(deadline: float) -> float:
-    """Seconds left before ``deadline`` (monotonic); DeadlineExceeded when none."""
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise DeadlineExceeded(
-            "the download's overall time limit passed (VIDBRIEF_DOWNLOAD_TIMEOUT_SECONDS)"
-        )
-    return left
+def _check_deadline(bounds: ReadBounds) -> float:
+    """Seconds left before the download's deadline; DeadlineExceeded when none."""
+    try:
+        return bounds.left()
+    except DeadlinePassed as e:
+        raise DeadlineExceeded(str(e)) from e
 
 
 class GuardedUrllibRH(UrllibRH):
-    """yt-dlp's urllib request handler, restricted to http(s) and the address policy."""
+    """yt-dlp's urllib request handler, restricted to http(s), the address policy and bounds."""
 
     _SUPPORTED_URL_SCHEMES = ("http", "https", "data")
 
-    def __init__(self, *, policy: AddressPolicy, deadline: float, **kwargs: Any) -> None:
+    def __init__(self, *, policy: AddressPolicy, bounds: ReadBounds, **kwargs: Any) -> None:
         kwargs.pop("enable_file_urls", None)  # never: file:// is refused by design
         super().__init__(**kwargs)
-        self._policy, self._deadline = policy, deadline
+        self._policy, self._bounds = policy, bounds
 
     def _create_instance(
         self, proxies: Any, cookiejar: Any, legacy_ssl_support: Any = None
@@ -189,14 +242,15 @@ class GuardedUrllibRH(UrllibRH):
         # The parent's handler list minus proxies, FTP and file:, with guarded HTTP/redirects.
         opener = urllib.request.OpenerDirector()
         context = self._make_sslcontext(legacy_ssl_support=legacy_ssl_support)
+        verbose = int(self.verbose)
         for handler in (
-            _GuardedHTTPHandler(self._policy, context=context, debuglevel=int(self.verbose)),
+            _GuardedHTTPHandler(self._policy, self._bounds, context=context, debuglevel=verbose),
             urllib.request.HTTPCookieProcessor(cookiejar),
             urllib.request.DataHandler(),
             urllib.request.UnknownHandler(),
             urllib.request.HTTPDefaultErrorHandler(),
             urllib.request.HTTPErrorProcessor(),
-            _GuardedRedirectHandler(self._policy, self._deadline),
+            _GuardedRedirectHandler(self._policy, self._bounds),
         ):
             opener.add_handler(handler)
         opener.addheaders = []
@@ -208,38 +262,87 @@ class GuardedUrllibRH(UrllibRH):
                 self._policy.check_url(request.url)
             except UnsafeURL as e:
                 raise _refuse(e) from e
-        left = _check_deadline(self._deadline)
+        left = _check_deadline(self._bounds)
         request.extensions["timeout"] = min(self._calculate_timeout(request), left)
-        return super()._send(request)
+        meter = self._bounds.meter()
+        try:
+            response = super()._send(request)
+        except HTTPError as e:  # extractors read error bodies too
+            e.response = BoundedResponse(e.response, meter)
+            raise
+        except OverLimit as e:  # while decoding: yt-dlp would call anything else a bug
+            raise OverLimitRequest(str(e), cause=e) from e
+        return BoundedResponse(response, meter)
 
 
 class _GuardedYoutubeDL(yt_dlp.YoutubeDL):
-    """YoutubeDL whose only request handler is :class:`GuardedUrllibRH`."""
+    """YoutubeDL whose only request handler is :class:`GuardedUrllibRH`, downloaders native."""
 
-    def __init__(self, params: dict[str, Any], policy: AddressPolicy, deadline: float) -> None:
-        self._vb_policy, self._vb_deadline = policy, deadline  # before yt-dlp's __init__ runs
+    def __init__(self, params: dict[str, Any], policy: AddressPolicy, bounds: ReadBounds) -> None:
+        self._vb_policy, self._vb_bounds = policy, bounds  # before yt-dlp's __init__ runs
         super().__init__(params)
 
     @functools.cached_property
     def _request_director(self) -> Any:
-        handler = functools.partial(
-            GuardedUrllibRH, policy=self._vb_policy, deadline=self._vb_deadline
-        )
+        handler = functools.partial(GuardedUrllibRH, policy=self._vb_policy, bounds=self._vb_bounds)
         return self.build_request_director([handler])
+
+    def dl(self, name: str, info: dict[str, Any], subtitle: bool = False, test: bool = False):
+        """yt-dlp's download of a format or subtitle: native downloaders only, bytes counted."""
+        _check_downloader(info, self.params, "subtitles" if subtitle else "video")
+        with self._vb_bounds.reading(SUBTITLE if subtitle else MEDIA):
+            try:
+                return super().dl(name, info, subtitle, test)
+            except Exception as e:
+                over = next((c for c in _causes(e) if isinstance(c, OverLimit)), None)
+                if not subtitle or over is None:
+                    raise
+                return _drop_subtitles(name, over)
+
+
+def _drop_subtitles(name: str, why: OverLimit) -> bool:
+    """Subtitles over their cap are dropped, not the job: speech to text briefs the video
+    without them, and a cut file would be a silently partial transcript."""
+    log.warning("subtitles ignored: %s; speech to text is used instead", why)
+    for path in (Path(name), Path(name + ".part")):
+        path.unlink(missing_ok=True)
+    return False
+
+
+def _check_downloader(info: dict[str, Any], params: dict[str, Any], what: str) -> None:
+    """Refuse, before it starts, any downloader but yt-dlp's own HTTP, HLS and DASH ones."""
+    if not info.get("url"):
+        return  # yt-dlp's own "no formats" error follows
+    downloader = get_suitable_downloader(info, params)
+    if downloader not in NATIVE_DOWNLOADERS:
+        name = getattr(downloader, "FD_NAME", None) or getattr(downloader, "__name__", "?")
+        raise PermanentStepError(
+            f"refused: the {what} would be fetched by yt-dlp's {name} downloader "
+            f"(protocol {info.get('protocol')!r}); only its own HTTP, HLS and DASH downloaders "
+            "run, never an external program",
+            step=STEP,
+        )
 
 
 # --------------------------------------------------------------------------- the step
 
 
 def run(ctx: JobContext) -> Media:
-    """The download step: the request's video into ``<workdir>/download``."""
+    """The download step: the request's video into ``<workdir>/download``.
+
+    It runs in a child process with a memory limit, killed at the deadline
+    (:mod:`pipeline.download_process`).
+    """
+    from pipeline.download_process import download_isolated
+
     settings = ctx.settings
-    return download(
+    return download_isolated(
         ctx.request.url,
         ctx.step_dir(STEP),
         DownloadLimits.from_settings(settings),
-        policy=AddressPolicy.create(allow_private=settings.allow_private_urls),
+        allow_private=settings.allow_private_urls,
         language=ctx.request.language or DEFAULT_LANGUAGE,
+        memory_bytes=int(settings.download_memory_mb * BYTES_PER_MB),
     )
 
 
@@ -266,7 +369,8 @@ def download(
     _remove_stale_partials(workdir)
     staging = Path(tempfile.mkdtemp(prefix=_PARTIAL_PREFIX, dir=workdir))
     try:
-        media = _fetch(url, workdir, staging, limits, policy, language)
+        with subtitle_caps(limits.subtitle_caps()):
+            media = _fetch(url, workdir, staging, limits, policy, language)
     except StepError:
         raise
     except Exception as e:
@@ -312,11 +416,13 @@ def _fetch(
     language: str,
 ) -> Media:
     deadline = time.monotonic() + limits.timeout_s
+    bounds = limits.read_bounds(deadline)
     params = _ydl_params(staging, limits, language, deadline)
-    with _GuardedYoutubeDL(params, policy, deadline) as ydl:
+    with _GuardedYoutubeDL(params, policy, bounds) as ydl:
         info = ydl.extract_info(url, download=False)
         _check_info(info)
-        _check_size_and_duration(ydl, info, limits)
+        with bounds.reading(MEDIA):  # the probe's own budget, not the body's
+            _check_size_and_duration(ydl, info, limits)
         info = ydl.process_ie_result(info, download=True)
     path = _downloaded_file(info, staging)
     return _finish(url, info, path, workdir, limits, language)
@@ -351,6 +457,7 @@ def _ydl_params(
         "hls_prefer_native": True,
         "external_downloader": {"default": "native"},
         "ffmpeg_location": str(staging / "no-ffmpeg"),
+        "js_runtimes": {},  # no JavaScript runtime program either (yt-dlp would run deno)
         "cachedir": False,
         "updatetime": False,
         "overwrites": True,
@@ -409,6 +516,14 @@ def _check_info(info: dict[str, Any] | None) -> None:
         protocol = str(fmt.get("protocol") or "")
         if protocol not in GUARDED_PROTOCOLS:
             raise PermanentStepError(f"unsupported protocol {protocol!r}", step=STEP)
+    for lang, sub in (info.get("requested_subtitles") or {}).items():
+        if sub.get("data") is not None or not sub.get("url"):
+            continue  # inline text: nothing to fetch
+        protocol = str(sub.get("protocol") or determine_protocol(sub))
+        if protocol not in GUARDED_PROTOCOLS:
+            raise PermanentStepError(
+                f"unsupported protocol {protocol!r} for the {lang} subtitles", step=STEP
+            )
 
 
 def _check_size_and_duration(
@@ -610,7 +725,7 @@ def _pick_subtitles(
         path = Path(sub.get("filepath") or "")
         if lang.split("-")[0].lower() != wanted or sub.get("ext") != "vtt" or not path.is_file():
             continue
-        cues = parse_vtt(path.read_text(encoding="utf-8", errors="replace"))
+        cues = parse_vtt(capped_subtitle_text(path, duration))
         if duration and _coverage(cues, duration) >= SUBTITLE_MIN_COVERAGE:
             return cues, lang
         log.info("subtitles %s cover too little of the video; using speech to text", lang)
@@ -687,8 +802,12 @@ def _classify_one(e: BaseException) -> StepError | None:
         return RetryableStepError(f"DNS lookup failed: {e}", step=STEP)
     if isinstance(e, UnsafeURL):
         return PermanentStepError(f"refused URL: {e}", step=STEP)
-    if isinstance(e, DeadlineExceeded):
+    if isinstance(e, DeadlineExceeded | DeadlinePassed):
         return RetryableStepError(f"timed out: {e}", step=STEP)
+    if isinstance(e, MemoryError):  # the download process's limit (download_process.py)
+        return PermanentStepError(
+            "the download needed more memory than allowed (VIDBRIEF_DOWNLOAD_MEMORY_MB)", step=STEP
+        )
     if isinstance(e, HTTPError):
         retry = e.status >= 500 or e.status in RETRYABLE_HTTP_STATUS
         cls = RetryableStepError if retry else PermanentStepError
@@ -699,9 +818,13 @@ def _classify_one(e: BaseException) -> StepError | None:
 
 
 def _classify(exc: BaseException, url: str) -> StepError:
-    """A StepError for any failure of yt-dlp or PyAV, retryable only where a retry may help."""
+    """A StepError for any failure of yt-dlp or PyAV, retryable only where a retry may help.
+
+    Our own errors (a limit, a refusal) win over the network errors that carry them.
+    """
     causes = list(_causes(exc))
-    for e in causes:
+    ours = (StepError, UnsafeURL, DeadlineExceeded, DeadlinePassed, MemoryError)
+    for e in [c for c in causes if isinstance(c, ours)] + causes:
         found = _classify_one(e)
         if found is not None:
             return found

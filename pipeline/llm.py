@@ -7,6 +7,13 @@ step error: transient trouble (429, 5xx, timeouts, connection errors) → ``Retr
 the bridge tries the step again later; everything else (401, 400, 404, …) →
 ``PermanentStepError``. The API key is a ``SecretStr`` until the client is built and is never
 logged.
+
+What leaves this module names the provider, the model, the host, the exception class, the HTTP
+status and the provider's error code — never the response body (a 401 body may echo the key),
+never the base URL's ``user:password@`` (it travels as a Basic auth header instead, so the SDK
+and httpx never see it in a URL either), and never the SDK's exception as a cause. Each call has
+a total time limit (``VIDBRIEF_LLM_TIMEOUT_SECONDS``), not only one per socket read: see
+:mod:`pipeline.call_deadline`.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,7 +30,9 @@ import tenacity
 from pydantic import SecretStr
 
 from ingest.errors import ConfigError, PermanentStepError, RetryableStepError, StepError
+from ingest.redact import error_summary, redact, strip_userinfo, url_host
 from ingest.settings import Settings
+from pipeline.call_deadline import call_deadline
 
 if TYPE_CHECKING:
     import openai
@@ -38,7 +48,9 @@ BACKOFF_BASE_S = 1.0  # first jittered wait is uniform in [0, 1 s], then doubles
 BACKOFF_MAX_S = 30.0  # no single jittered wait is longer
 RETRY_AFTER_MAX_S = 60.0  # a server's Retry-After is honoured up to this
 TRANSIENT_STATUS = frozenset({408, 409, 429})  # plus every 5xx
-ERROR_DETAIL_CHARS = 300  # of the server's error body, in our messages
+#: A provider's machine-readable error code (``invalid_api_key``, ``model_not_found``) is quoted
+#: when it looks like one; the free-text message never is.
+_ERROR_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -132,7 +144,7 @@ def _base_url(settings: Settings, provider: Provider) -> str:
     if not url:
         raise ConfigError(f"LLM provider {provider.name!r} needs VIDBRIEF_LLM_BASE_URL")
     if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"VIDBRIEF_LLM_BASE_URL={url!r} must be an http or https URL")
+        raise ConfigError(f"VIDBRIEF_LLM_BASE_URL={redact(url)!r} must be an http or https URL")
     return url
 
 
@@ -144,12 +156,28 @@ def _model(settings: Settings, provider: Provider) -> str:
 
 
 def make_openai_client(config: LLMConfig) -> openai.OpenAI:
-    """The SDK client: explicit timeout, SDK retries off (ours wrap every call)."""
+    """The SDK client: explicit timeout, SDK retries off (ours wrap every call).
+
+    Its HTTP client bounds each call in total (:class:`DeadlineTransport`); credentials in the
+    base URL become a Basic auth header, as httpx would have sent them.
+    """
+    import httpx2
     import openai
 
+    from pipeline.call_deadline import DeadlineTransport, env_proxy
+
     key = config.api_key.get_secret_value() if config.api_key else NO_KEY_PLACEHOLDER
+    base_url, userinfo = strip_userinfo(config.base_url)
+    http_client = openai.DefaultHttpxClient(
+        transport=DeadlineTransport(proxy=env_proxy(base_url)),
+        auth=httpx2.BasicAuth(*userinfo) if userinfo else None,
+    )
     return openai.OpenAI(
-        base_url=config.base_url, api_key=key, timeout=config.timeout_s, max_retries=0
+        base_url=base_url,
+        api_key=key,
+        timeout=config.timeout_s,
+        max_retries=0,
+        http_client=http_client,
     )
 
 
@@ -278,36 +306,53 @@ class LLMClient:
         try:
             response = retrying(self._create, messages)
         except Exception as e:
-            raise self._step_error(e) from e
-        return _reply(response)
+            error = self._step_error(e)
+        else:
+            return _reply(response)
+        # Raised outside the handler: the SDK's exception (its text holds the response body)
+        # must not travel along as the cause or context of ours.
+        raise error
 
     def _create(self, messages: list[dict[str, str]]) -> Any:
-        return self.client.chat.completions.create(
-            model=self.config.model,
-            messages=messages,  # type: ignore[arg-type]
-            # json_object (not json_schema) is what all the named providers and vLLM/Ollama
-            # accept; the schema is spelled out in the system prompt and checked by pydantic.
-            # No temperature: some models (reasoning ones) reject any value but the default.
-            response_format={"type": "json_object"},
-        )
+        with call_deadline(self.config.timeout_s):
+            return self.client.chat.completions.create(
+                model=self.config.model,
+                messages=messages,  # type: ignore[arg-type]
+                # json_object (not json_schema) is what all the named providers and vLLM/Ollama
+                # accept; the schema is spelled out in the system prompt and checked by pydantic.
+                # No temperature: some models (reasoning ones) reject any value but the default.
+                response_format={"type": "json_object"},
+            )
 
     def _step_error(self, exc: Exception) -> StepError:
         import openai
 
-        where = f"{self.config.provider} ({self.config.model} at {self.config.base_url})"
+        where = f"{self.config.provider} ({self.config.model} at {url_host(self.config.base_url)})"
         attempts = self.config.max_retries + 1
         if isinstance(exc, openai.APIStatusError):
-            detail = str(exc.message)[:ERROR_DETAIL_CHARS]
-            message = f"LLM {where} answered HTTP {exc.status_code}: {detail}"
-            message += _hint(exc.status_code)
+            message = f"LLM {where} answered HTTP {exc.status_code} ({type(exc).__name__}"
+            message += _error_code(exc) + ")" + _hint(exc.status_code)
+        elif isinstance(exc, openai.APITimeoutError):
+            message = (
+                f"LLM {where} could not be reached in time: no whole answer within "
+                f"{self.config.timeout_s:g} s (VIDBRIEF_LLM_TIMEOUT_SECONDS)"
+            )
         elif isinstance(exc, openai.APIConnectionError):
-            message = f"LLM {where} could not be reached: {type(exc).__name__}: {exc}"
+            message = f"LLM {where} could not be reached ({type(exc).__name__})"
         else:
-            return PermanentStepError(f"LLM call to {where} failed: {exc!r}", step=STEP)
+            return PermanentStepError(
+                f"LLM call to {where} failed: {error_summary(exc)}", step=STEP
+            )
         if is_transient(exc):
             message += f" (gave up after {attempts} attempts; set VIDBRIEF_LLM_MAX_RETRIES)"
             return RetryableStepError(message, step=STEP)
         return PermanentStepError(message, step=STEP)
+
+
+def _error_code(exc: Exception) -> str:
+    """``, code invalid_api_key`` when the provider sent a code that looks like one."""
+    code = getattr(exc, "code", None)
+    return f", code {code}" if isinstance(code, str) and _ERROR_CODE.match(code) else ""
 
 
 def _hint(status: int) -> str:

@@ -10,7 +10,8 @@
 Scripted replies are used first, in order; when none is left the ``responder`` answers
 (default: :func:`brief_from_prompt`, a valid BriefContent built from the transcript lines in the
 prompt). Any other path or method is recorded and answered 404, so a test can assert that
-nothing (a PDF renderer, say) fetched anything from it.
+nothing (a PDF renderer, say) fetched anything from it. ``Reply(trickle_s=…)`` sends its body
+one byte at a time (a server that is slow but never silent for a whole read timeout).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Reply:
     body: Any = None  # dict → JSON; str/bytes → raw (for malformed bodies); None → completion
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    trickle_s: float = 0.0  # > 0: the body is sent one byte at a time, this many seconds apart
 
 
 @dataclass(frozen=True)
@@ -207,9 +209,15 @@ def _handler_class(server: LLMServer) -> type[BaseHTTPRequestHandler]:
                 )
             elif payload is None:
                 payload = {"error": {"message": f"scripted {reply.status}", "type": "server_error"}}
-            self._send(reply.status, payload, reply.headers)
+            self._send(reply.status, payload, reply.headers, reply.trickle_s)
 
-        def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        def _send(
+            self,
+            status: int,
+            payload: Any,
+            headers: dict[str, str] | None = None,
+            trickle_s: float = 0.0,
+        ) -> None:
             data = payload if isinstance(payload, bytes) else None
             if data is None:
                 data = (
@@ -222,9 +230,18 @@ def _handler_class(server: LLMServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header(name, value)
             try:
                 self.end_headers()
-                self.wfile.write(data)
+                self._write_body(data, trickle_s)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True  # the client timed out and left: expected in tests
+
+        def _write_body(self, data: bytes, trickle_s: float) -> None:
+            if trickle_s <= 0:
+                self.wfile.write(data)
+                return
+            for i in range(len(data)):  # a slow server: each byte comes well within a timeout
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+                time.sleep(trickle_s)
 
     return Handler
 

