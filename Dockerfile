@@ -41,7 +41,7 @@ RUN python -m venv "$VIRTUAL_ENV" \
 # from empty package stubs, then drop the stub, so code changes do not reinstall ray & co.
 WORKDIR /src
 COPY pyproject.toml README.md ./
-RUN for pkg in ingest raybridge pipeline vidbrief; do mkdir "$pkg" && touch "$pkg/__init__.py"; done \
+RUN for pkg in ingest raybridge pipeline vidbrief webhooks; do mkdir "$pkg" && touch "$pkg/__init__.py"; done \
  && pip install . "$TORCH_SPEC" \
  && pip uninstall -y vidbrief \
  && rm -rf /src/*
@@ -51,6 +51,7 @@ COPY ingest ingest/
 COPY raybridge raybridge/
 COPY pipeline pipeline/
 COPY vidbrief vidbrief/
+COPY webhooks webhooks/
 COPY pyproject.toml README.md ./
 RUN pip install --no-deps . \
  && rm -rf /src/* \

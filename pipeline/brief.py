@@ -28,7 +28,8 @@ from typing import TypeVar
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from ingest.errors import ConfigError, PermanentStepError
+from ingest.errors import ConfigError, PermanentStepError, VidbriefError
+from ingest.names import BRIEF_STEP
 from pipeline.context import JobContext
 from pipeline.llm import LLMClient, LLMConfig
 from pipeline.models import (
@@ -43,7 +44,7 @@ from pipeline.models import (
     TokenUsage,
 )
 
-STEP = "brief"
+STEP = BRIEF_STEP
 #: English text runs at about 4 characters per token with GPT-style BPE tokenizers. Non-ASCII
 #: characters (CJK above all) are counted as one token each, which over- rather than
 #: underestimates; a real tokenizer per provider is not worth a dependency for a budget.
@@ -253,7 +254,7 @@ def fmt_time(seconds: float) -> str:
 # --- one call with validation and one repair ------------------------------------------------
 
 
-class InvalidOutput(ValueError):
+class InvalidOutput(VidbriefError, ValueError):
     """The model's reply is not a usable BriefContent; ``problems`` says why, one per line."""
 
     def __init__(self, problems: list[str]) -> None:

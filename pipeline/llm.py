@@ -22,6 +22,7 @@ import tenacity
 from pydantic import SecretStr
 
 from ingest.errors import ConfigError, PermanentStepError, RetryableStepError, StepError
+from ingest.names import BRIEF_STEP
 from ingest.settings import Settings
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STEP = "brief"
+STEP = BRIEF_STEP
 CUSTOM = "custom"
 #: The SDK refuses an empty key and would otherwise fall back to ``OPENAI_API_KEY`` from the
 #: environment, sending a real OpenAI key to a local server. Local servers ignore the value.

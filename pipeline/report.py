@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 from ingest.errors import ConfigError, PermanentStepError
+from ingest.names import REPORT_STEP
 from pipeline import storage
 from pipeline.brief import clip, fmt_time, video_duration
 from pipeline.context import JobContext
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STEP = "report"
+STEP = REPORT_STEP
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 TEMPLATE = "report.html.j2"
 STYLESHEET = "report.css"

@@ -36,7 +36,6 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
-from ingest.client import CANCEL_FIELD
 from ingest.errors import InvalidRequest
 from ingest.events import EventType, bridge_source, build_event
 from ingest.models import (
@@ -48,7 +47,7 @@ from ingest.models import (
     now,
     parse_request,
 )
-from ingest.names import JOB_FIELD
+from ingest.names import ANALYSE_STEP, CANCEL_FIELD, DOWNLOAD_STEP, JOB_FIELD
 from ingest.settings import Settings
 from pipeline.chain import CHAIN
 from pipeline.context import JobContext
@@ -64,7 +63,6 @@ from raybridge.window import BackpressurePolicy, Phase, Slot, Window, WindowRoom
 
 log = logging.getLogger(__name__)
 
-DOWNLOAD_STEP, ANALYSE_STEP = CHAIN[0].name, "analyse"
 #: How long start-up waits for the analysis actors to be warm before reading anyway.
 ANALYSER_WARM_TIMEOUT_S = 120.0
 #: Pause after a Redis error in a loop before trying again.

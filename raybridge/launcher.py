@@ -28,10 +28,11 @@ import ray.exceptions as rex
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ingest.errors import StepError
+from ingest.names import ANALYSE_STEP
 from ingest.settings import Settings
 from pipeline.chain import CHAIN, DOWNLOAD_SLOT, STEPS, StepSpec
 from pipeline.context import JobContext
-from raybridge.analysis_actor import ANALYSE_STEP, Analyser
+from raybridge.analysis_actor import Analyser
 from raybridge.outcome import Failure, FailureKind
 from raybridge.placement import NodeView
 from raybridge.steps import Progress, run_recorded

@@ -43,7 +43,7 @@ EXIT_OK, EXIT_FAILED = 0, 1
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: The packages a worker imports for the chain: shipped so a worker node needs only Ray and the
 #: heavy libraries (torch, PyAV, ...), and always runs the driver's version of our code.
-SHIPPED_PACKAGES = ("ingest", "pipeline", "raybridge", "vidbrief")
+SHIPPED_PACKAGES = ("ingest", "pipeline", "raybridge", "vidbrief", "webhooks")
 #: Never shipped: bytecode of the driver's Python, and local clutter.
 SHIP_EXCLUDES = ["__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache"]
 

@@ -21,7 +21,14 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from ingest.models import JobStatus, field_args
-from ingest.names import BRIDGE_GROUP, EVENT_FIELD, RedisNames
+from ingest.names import (
+    BRIDGE_GROUP,
+    DELIVERIES_FIELD,
+    EVENT_FIELD,
+    REASON_FIELD,
+    STREAM_ID_FIELD,
+    RedisNames,
+)
 
 log = logging.getLogger(__name__)
 
@@ -167,9 +174,9 @@ class JobStream:
         """Dead letter + ``job.rejected`` event + XACK, together."""
         letter = {
             **entry.fields,
-            "reason": reason,
-            "deliveries": str(entry.deliveries),
-            "stream_id": entry.stream_id,
+            REASON_FIELD: reason,
+            DELIVERIES_FIELD: str(entry.deliveries),
+            STREAM_ID_FIELD: entry.stream_id,
         }
         async with self.transaction(pipeline) as pipe:
             pipe.xadd(self.names.dead, letter)

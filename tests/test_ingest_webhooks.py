@@ -1,5 +1,5 @@
 """Completion webhooks end to end: a real redis-server, real rq worker processes
-(``python -m ingest.webhooks``), a real HTTP receiver on loopback; and the live event view."""
+(``python -m webhooks``), a real HTTP receiver on loopback; and the live event view."""
 
 from __future__ import annotations
 
@@ -27,23 +27,16 @@ from rq.job import Job
 from standardwebhooks import Webhook
 
 from ingest.client import Client
-from ingest.errors import UnsafeURL
+from ingest.errors import UnsafeURL, WebhookRejected
 from ingest.events import EventType, build_event
-from ingest.live import show_events
 from ingest.names import EVENT_FIELD, RedisNames
 from ingest.redis_server import RedisServer
 from ingest.settings import Settings
 from ingest.urlsafety import AddressPolicy
-from ingest.webhooks import (
-    WebhookRejected,
-    _connect_guard,
-    enqueue_webhook,
-    retry_after_seconds,
-    rq_connection,
-    verify_webhook,
-    verify_webhook_files,
-    webhook_id_for,
-)
+from vidbrief.live import show_events
+from webhooks.enqueue import enqueue_webhook, rq_connection, webhook_id_for
+from webhooks.send import connect_guard, retry_after_seconds
+from webhooks.verify import verify_webhook, verify_webhook_files
 
 pytestmark = pytest.mark.integration
 
@@ -148,7 +141,7 @@ def receiver() -> Iterator[Receiver]:
 def start_worker(
     redis_server: RedisServer, tmp_path: Path
 ) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Factory: ``python -m ingest.webhooks`` in its own session (stopped by process group)."""
+    """Factory: ``python -m webhooks`` in its own session (stopped by process group)."""
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(**env_overrides: str) -> subprocess.Popen[bytes]:
@@ -165,7 +158,7 @@ def start_worker(
         env.update(env_overrides)
         log = (tmp_path / f"worker-{len(procs)}.log").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ingest.webhooks"],
+            [sys.executable, "-m", "webhooks"],
             cwd=tmp_path,  # no stray .env from the repository
             env=env,
             stdout=log,
@@ -454,7 +447,7 @@ def test_connect_guard_refuses_a_name_that_turns_private(receiver):
     policy.check_url(url)  # passes: the (stubbed) DNS answer was public
 
     with httpx.Client(trust_env=False) as http, pytest.raises(UnsafeURL, match="loopback"):
-        http.post(url, content=b"{}", extensions={"trace": _connect_guard(policy, url)})
+        http.post(url, content=b"{}", extensions={"trace": connect_guard(policy, url)})
     assert receiver.requests == []
 
 

@@ -16,9 +16,9 @@ from llm_server import LLMServer
 from test_ingest_webhooks import SECRET, receiver, start_worker  # noqa: F401 (fixtures)
 
 from ingest.client import Client
-from ingest.webhooks import verify_webhook
 from raybridge import start_bridge
 from vidbrief.samples import DEMO_TALKS, ensure_demo_videos, serve_files
+from webhooks.verify import verify_webhook
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.slow]
 
