@@ -178,32 +178,6 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def ray_probe(settings: Settings) -> Probe:
-    """Submit ``measure`` pinned to a node; return its ObjectRef (awaitable)."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    task = ray.remote(measure)
-    work_dir = str(settings.work_dir)
-
-    def probe(node_id: str) -> Any:
-        return task.options(
-            name="vidbrief:health",
-            num_cpus=0,  # never queued behind the node's downloads or analyses
-            max_retries=0,  # the next round asks again
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-        ).remote(work_dir)
-
-    return probe
-
-
-def ray_node_resources() -> dict[str, dict[str, float]]:
-    """Every alive node's total resources (sync: call it in a thread)."""
-    import ray
-
-    return {n["NodeID"]: dict(n["Resources"]) for n in ray.nodes() if n["Alive"]}
-
-
 # -- the monitor (in the bridge) ------------------------------------------------------------
 
 

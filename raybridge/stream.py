@@ -1,4 +1,4 @@
-"""Stream I/O of the bridge: read, reclaim, acknowledge, dead-letter, publish outcomes.
+"""Redis I/O of the bridge: read, reclaim, acknowledge, dead-letter, job hashes, outcomes.
 
 Everything the bridge writes for one fact goes in one MULTI (rq's ``pipeline=None`` idiom: a
 writer takes an optional pipeline and runs its own transaction when given none) or one Lua
@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
-from ingest.models import JobStatus, field_args
+from ingest.models import JobState, JobStatus, field_args, hash_fields, now
 from ingest.names import (
     BRIDGE_GROUP,
     DELIVERIES_FIELD,
@@ -142,6 +142,29 @@ class JobStream:
         pairs = zip(entries, counts, strict=True)
         return [Entry(sid, fields or {}, n) for (sid, fields), n in pairs]
 
+    # -- the job hash -----------------------------------------------------------------------
+
+    async def job_state(self, job_id: str) -> JobState | None:
+        """The job's hash, parsed; None when it is missing or unreadable (treated as new)."""
+        fields = await self.redis.hgetall(self.names.job(job_id))
+        if not fields:
+            return None
+        try:
+            return JobState.from_hash(job_id, fields)
+        except ValueError as e:
+            log.warning("job %s: unreadable hash, treated as new: %s", job_id, e)
+            return None
+
+    async def begin_attempt(self, job_id: str) -> int:
+        """Mark the job running and count one more attempt; return the attempt's number."""
+        key, t = self.names.job(job_id), now()
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, mapping=hash_fields(status=JobStatus.RUNNING, updated_at=t))
+        pipe.hsetnx(key, "started_at", str(t))
+        pipe.hincrby(key, "attempts", 1)
+        *_, attempt = await pipe.execute()
+        return int(attempt)
+
     # -- writing (pipeline=None: run a transaction of its own) -----------------------------
 
     @contextlib.asynccontextmanager
@@ -218,10 +241,10 @@ class JobStream:
     ) -> bool:
         """Store a job's outcome, publish its terminal event and ack its entry, atomically.
 
-        One Lua script (one round trip, where WATCH + HGET + MULTI/EXEC took three and retried
-        whenever a step wrote progress meanwhile): if another bridge stored an outcome first (a
-        race after a restart), only the entry is acknowledged. Returns whether this call stored
-        the outcome.
+        One Lua script, one round trip: a MULTI would need a WATCH on the job hash, which every
+        step's progress record touches, and so retries. If another bridge stored an outcome
+        first (a race after a restart), only the entry is acknowledged. Returns whether this
+        call stored the outcome.
         """
         args = [
             self.job_ttl_seconds,

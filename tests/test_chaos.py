@@ -129,7 +129,7 @@ def actor_pid(actor: Any) -> int:
 def analyser_pids(handle: BridgeHandle) -> list[int]:
     actors = ray.get(
         handle.actor.__ray_call__.remote(
-            lambda self: [a for hs in self._analysers.values() for a in hs]
+            lambda self: [a for hs in self.fleet.analysers.values() for a in hs]
         ),
         timeout=30,
     )

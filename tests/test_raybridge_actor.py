@@ -103,9 +103,9 @@ def make_bridge(
 ) -> Callable[..., tuple[Bridge, FakeLauncher]]:
     def make(fail: Mapping[str, int] | None = None, **overrides: object) -> tuple[Bridge, Any]:
         settings = make_settings(retry_backoff_seconds=0.01, **overrides)
-        bridge = Bridge(settings, redis_server.url)
-        bridge.launcher = FakeLauncher(lambda: bridge.window, fail)
-        return bridge, bridge.launcher
+        launcher = FakeLauncher(lambda: bridge.window, fail)
+        bridge = Bridge(settings, redis_server.url, launcher=launcher)
+        return bridge, launcher
 
     return make
 
