@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import redis
-from bridge_helpers import count_events, events, group_idle, states, video, xadd_raw
+from helpers import count_events, events, group_idle, states, video, xadd_raw
 
 from ingest.errors import StepError
 from ingest.events import EventType

@@ -270,7 +270,7 @@ def test_downloads_avoid_the_node_short_of_disk(
     redis_client: Any,
     names: Any,
 ) -> None:
-    from bridge_helpers import all_finished, states, video, wait_until, xadd_raw
+    from helpers import all_finished, states, video, wait_until, xadd_raw
 
     from raybridge import start_bridge
 

@@ -1,13 +1,19 @@
-"""Helpers for the bridge tests: raw producers, waiting, reading events back."""
+"""Plain helpers shared by the tests (no fixtures: those are in conftest.py): raw producers,
+waiting on a condition, reading job states and events back, bridge and worker processes."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -41,6 +47,19 @@ def wait_until(what: str, check: Callable[[], Any], timeout_s: float = 60.0) -> 
             return value
         time.sleep(POLL_S)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def unchanged(read: Callable[[], Any]) -> Callable[[], bool]:
+    """A condition for wait_until: ``read()`` gave the same value on two polls in a row."""
+    last: list[Any] = []
+
+    def check() -> bool:
+        value = read()
+        same = bool(last) and last[-1] == value
+        last[:] = [value]
+        return same
+
+    return check
 
 
 def states(client: redis.Redis, names: RedisNames, job_ids: Iterable[str]) -> dict[str, JobState]:
@@ -116,3 +135,89 @@ def alive(pids: set[int]) -> set[int]:
             if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
                 running.add(pid)
     return running
+
+
+# -- bridge processes ----------------------------------------------------------------------
+
+
+def bridge_env(
+    tmp_path: Path, redis_url: str, ray_address: str, steps_s: dict[str, float]
+) -> dict[str, str]:
+    """The environment of a ``vidbrief bridge`` process for the tests: synthetic steps, private
+    folders, a quick heartbeat, nothing from the caller's VIDBRIEF_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDBRIEF_")}
+    env.update(
+        {
+            "VIDBRIEF_REDIS_URL": redis_url,
+            "VIDBRIEF_RAY_ADDRESS": ray_address,
+            "VIDBRIEF_BRIDGE_NAME": "bridge-proc",
+            "VIDBRIEF_WINDOW": "20",
+            "VIDBRIEF_STEP_MODE": "synthetic",
+            "VIDBRIEF_SYNTHETIC_SECONDS": ",".join(f"{k}={v}" for k, v in steps_s.items()),
+            "VIDBRIEF_WORK_DIR": str(tmp_path / "work"),
+            "VIDBRIEF_STATE_DIR": str(tmp_path / "state"),
+            "VIDBRIEF_REPORTS_URL": str(tmp_path / "reports"),
+            "VIDBRIEF_HEARTBEAT_SECONDS": "0.2",
+            "VIDBRIEF_DRAIN_GRACE_SECONDS": "10",
+        }
+    )
+    return env
+
+
+def spawn_bridge_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``python -m raybridge.run`` in a new session (its own process group)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "raybridge.run"],
+            env=env,
+            cwd=log.parent,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Signal a process started in a new session, and its whole group."""
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)  # start_new_session: its pgid is its pid
+
+
+# -- webhook workers -----------------------------------------------------------------------
+
+#: The signing secret of the test webhooks (32 bytes, base64, Standard Webhooks' prefix).
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"vidbrief test secret, 32 bytes!!").decode()
+WEBHOOK_BACKOFF_S = (0.2, 0.2, 0.2)
+WEBHOOK_TIMEOUT_S = 5
+WORKER_STOP_GRACE_S = 5.0
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the worker (rq's warm shutdown), then SIGKILL whatever is left of it."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(WORKER_STOP_GRACE_S)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    kill_session(proc)
+
+
+def kill_session(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL every process of the worker's session, by PID: the worker, its scheduler, and its
+    work horse, which rq puts in a process group of its own (so killpg on the worker misses it).
+    """
+    for pid in _session_pids(proc.pid):
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with suppress(ProcessLookupError, PermissionError):
+                if os.getsid(int(entry.name)) == sid:
+                    pids.append(int(entry.name))
+    return pids
