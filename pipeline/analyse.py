@@ -79,7 +79,7 @@ def analyse_media(media: Media, out_dir: Path, settings: Settings) -> Analysis:
         return done
     out_dir.mkdir(parents=True, exist_ok=True)
     threads = resolve_threads(settings.threads)
-    torch.set_num_threads(threads)  # a reused worker may have been left at 1 (FACTS.md)
+    torch.set_num_threads(threads)  # a reused Ray worker may have been left at 1
     device = resolve_device(settings.device)
     decoded = decode(Path(media.path), out_dir, settings.frame_sample_fps, device, threads)
     analysis = _with_transcript(media, decoded, settings, device, threads)

@@ -326,7 +326,7 @@ def build_result(
     report: dict[str, Any],
     timings: dict[str, float] | None,
 ) -> dict[str, Any]:
-    """The machine-readable result (CONTRACT.md, Files)."""
+    """The machine-readable result: result.json beside the PDF (README: Reading results)."""
     url, content = media.source_url, brief.content
     return {
         "schema_version": RESULT_SCHEMA_VERSION,

@@ -2,7 +2,7 @@
 
 faster-whisper (CTranslate2) is the default: the bundled offline ``tiny.en`` model, int8 on the
 CPU, float16 on CUDA. Where CTranslate2 cannot use the GPU (it needs CUDA 12's libcublas; a
-CUDA 13 machine has none — see FACTS.md), ``auto`` moves to transformers' Whisper on torch
+CUDA 13-only machine has none), ``auto`` moves to transformers' Whisper on torch
 (fp16, 30 s windows decoded in batches), and to faster-whisper on the CPU if that fails too.
 
 Loaded models stay in :data:`_MODELS`, keyed by (backend, model, device): a long-lived

@@ -128,9 +128,6 @@ class JobStream:
         )
         return bool(found)
 
-    async def pending_count(self) -> int:
-        return int((await self.redis.xpending(self.names.jobs, BRIDGE_GROUP))["pending"])
-
     async def _with_deliveries(self, entries: list[tuple[str, dict[str, str]]]) -> list[Entry]:
         if not entries:
             return []
@@ -207,17 +204,10 @@ class JobStream:
             await self.ack([entry.stream_id], pipe)
 
     async def update_job(
-        self,
-        job_id: str,
-        fields: Mapping[str, str],
-        pipeline: Pipeline | None = None,
-        *,
-        incr_attempts: bool = False,
+        self, job_id: str, fields: Mapping[str, str], pipeline: Pipeline | None = None
     ) -> None:
         async with self.transaction(pipeline) as pipe:
             pipe.hset(self.names.job(job_id), mapping=dict(fields))
-            if incr_attempts:
-                pipe.hincrby(self.names.job(job_id), "attempts", 1)
 
     async def accept_new(
         self,

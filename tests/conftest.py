@@ -4,13 +4,14 @@ constants) live in helpers.py; test modules import helpers, never each other."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -156,3 +157,33 @@ def start_worker(
     yield start
     for proc in procs:
         stop_worker(proc)
+
+
+@pytest.fixture
+def on_bridge(
+    make_settings: Callable[..., Settings], redis_server: RedisServer
+) -> Callable[..., Any]:
+    """Run ``action(bridge)`` on a Bridge with a fake launcher (tests/fake_launcher.py) and
+    the test Redis, group created, its loop never started: its parts (admission, fleet, the
+    job runner) are driven directly. Settings as keyword overrides (bridge name ``b1``)."""
+    from fake_launcher import FakeLauncher
+
+    from raybridge.actor import Bridge
+
+    def go(
+        action: Callable[[Bridge], Awaitable[Any]],
+        launcher: FakeLauncher | None = None,
+        **overrides: Any,
+    ) -> Any:
+        async def main() -> Any:
+            settings = make_settings(**{"bridge_name": "b1", **overrides})
+            bridge = Bridge(settings, redis_server.url, launcher=launcher or FakeLauncher())
+            try:
+                await bridge.stream.ensure_group()
+                return await action(bridge)
+            finally:
+                await bridge.redis.aclose()
+
+        return asyncio.run(main())
+
+    return go

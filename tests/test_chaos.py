@@ -1,4 +1,4 @@
-"""Chaos and security cases of the whole service (project issue #8): kills, restarts, hostile input.
+"""Chaos and security cases of the whole service (RELIABILITY.md): kills, restarts, hostile input.
 
 One simulated Ray cluster for the module (``ray.cluster_utils.Cluster``: a head with CPU download
 slots and the report resource; case 4 adds a node and removes it), the session's redis-server

@@ -45,7 +45,7 @@ T = TypeVar("T")
 
 OVERHEAD_NODE = Topology("overhead", (NodeSpec("node-1gpu", gpus=1, download_slots=2, head=True),))
 NOOP_SECONDS = {"download": 0.0, "analyse": 0.0, "brief": 0.0, "report": 0.0}
-#: Issue #7 targets.
+#: The throughput and latency targets (targets.py).
 RAW_RAY_RATIO, RQ_RATIO = 0.8, 3.0
 LATENCY_P50_MS, LATENCY_P99_MS = 10.0, 50.0
 RQ_QUEUE = "vidbrief-bench-noop"

@@ -30,7 +30,7 @@ from vidbrief.bench.workloads import TOPOLOGIES, Topology, Workload, workloads
 
 log = logging.getLogger(__name__)
 
-#: Efficiency targets by topology (issue #7), and the GPU duty target while backlogged.
+#: Efficiency targets by topology, and the GPU duty target while backlogged.
 EFFICIENCY_TARGET = {"one-node": 0.97, "three-nodes": 0.95}
 GPU_DUTY_TARGET = 0.95
 DEFAULT_WINDOW = 8
