@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
@@ -23,6 +24,7 @@ from helpers import (
     stop_worker,
 )
 from receiver import Receiver
+from s3_server import S3Server, dummy_aws_env
 
 from ingest.client import Client
 from ingest.names import RedisNames
@@ -187,3 +189,22 @@ def on_bridge(
         return asyncio.run(main())
 
     return go
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    """A local S3-compatible server (moto) for the module (tests/s3_server.py)."""
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def bucket(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket, dummy credentials, and the endpoint as the setting names it."""
+    from pipeline import storage
+
+    dummy_aws_env(monkeypatch)
+    monkeypatch.setenv(storage.S3_ENDPOINT_ENV, s3.endpoint_url)
+    name = f"bucket-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(name)
+    return name
