@@ -52,24 +52,16 @@ class Admitted:
     prefer: str | None = None
 
 
+@dataclass
 class Admission:
     """Admits the entries one bridge reads."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        stream: JobStream,
-        window: Window,
-        finisher: Finisher,
-        metrics: BridgeMetrics,
-        source: str,
-    ) -> None:
-        self.settings = settings
-        self.stream = stream
-        self.window = window
-        self.finisher = finisher
-        self.metrics = metrics
-        self.source = source
+    settings: Settings
+    stream: JobStream
+    window: Window
+    finisher: Finisher
+    metrics: BridgeMetrics
+    source: str
 
     async def admit(self, entry: Entry) -> Admitted | None:
         """The job to run for ``entry``, in the window already; None when there is none."""

@@ -8,6 +8,7 @@ restarted bridge stores the outcome again (then the script only acknowledges the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ingest.events import build_event
@@ -18,16 +19,14 @@ from raybridge.outcome import Outcome
 from raybridge.stream import JobStream
 
 
+@dataclass
 class Finisher:
     """Stores outcomes for one bridge and announces the ones it stored."""
 
-    def __init__(
-        self, stream: JobStream, metrics: BridgeMetrics, announcer: Announcer, source: str
-    ) -> None:
-        self.stream = stream
-        self.metrics = metrics
-        self.announcer = announcer
-        self.source = source
+    stream: JobStream
+    metrics: BridgeMetrics
+    announcer: Announcer
+    source: str
 
     async def store(
         self, job_id: str, stream_id: str, outcome: Outcome, state: JobState | None = None

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -45,22 +46,15 @@ STEP_NAMES_IN_ORDER = tuple(s.name for s in CHAIN)
 LAST_STEP = CHAIN[-1].name
 
 
+@dataclass
 class JobRunner:
     """Runs jobs' chains for one bridge; one :meth:`run` coroutine per job."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        stream: JobStream,
-        fleet: Fleet,
-        launcher: Launcher,
-        finisher: Finisher,
-    ) -> None:
-        self.settings = settings
-        self.stream = stream
-        self.fleet = fleet
-        self.launcher = launcher
-        self.finisher = finisher
+    settings: Settings
+    stream: JobStream
+    fleet: Fleet
+    launcher: Launcher
+    finisher: Finisher
 
     async def run(self, slot: Slot, request: JobRequest, prefer: str | None) -> None:
         """Run the job and store its outcome; a Redis or bridge error leaves it pending."""

@@ -62,6 +62,57 @@ def unchanged(read: Callable[[], Any]) -> Callable[[], bool]:
     return check
 
 
+def started_on(evs: list[Event], node_id: str, step: str | None = None) -> set[str]:
+    """The jobs with a step (``step``: that one) started on ``node_id``."""
+    return {
+        e.job_id
+        for e in evs
+        if e.type == EventType.STEP_STARTED
+        and e.data.get("node") == node_id
+        and (step is None or e.data.get("step") == step)
+    }
+
+
+def lose_node_mid_analysis(
+    cluster: Any,
+    node: dict[str, Any],
+    bridge: Callable[..., Any],
+    steps_s: dict[str, float],
+    client: redis.Redis,
+    names: RedisNames,
+    jobs: list[str],
+) -> tuple[str, float]:
+    """Add ``node`` to the cluster and start a bridge with long analyses (so the node is removed
+    while its work is still running, however loaded the machine is); send ``jobs`` once the
+    bridge has an analysis actor there, and remove the node (not gracefully) while an analysis
+    runs on it. Returns the node's id and when it was removed (monotonic)."""
+    doomed = cluster.add_node(**node)
+    cluster.wait_for_nodes()
+    slow = {**steps_s, "analyse": 3.0}
+    handle = bridge(window=len(jobs), node_refresh_seconds=0.5, synthetic_seconds=slow)
+    wait_until(
+        "an analysis actor on the node", lambda: doomed.node_id in handle.stats()["analysers"], 60
+    )
+    for job_id in jobs:
+        xadd_raw(client, names, video(job_id))
+    wait_until(
+        "an analysis under way on the node",
+        lambda: started_on(events(client, names), doomed.node_id, "analyse"),
+        60,
+    )
+    cluster.remove_node(doomed, allow_graceful=False)
+    return doomed.node_id, time.monotonic()
+
+
+def assert_pinned(found: dict[str, JobState], lost_node: str) -> None:
+    """Every analysis ran where its download did — except that simulated nodes share one disk:
+    an output finished on the lost node (even by a worker that outlived its raylet a moment)
+    may be reused."""
+    for job_id, state in found.items():
+        download, analysis = state.steps["download"].node, state.steps["analyse"].node
+        assert analysis == download or lost_node in (analysis, download), job_id
+
+
 def states(client: redis.Redis, names: RedisNames, job_ids: Iterable[str]) -> dict[str, JobState]:
     out = {}
     for job_id in job_ids:

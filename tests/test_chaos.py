@@ -35,13 +35,16 @@ from helpers import (
     _psutil,
     alive,
     all_finished,
+    assert_pinned,
     bridge_env,
     count_events,
     events,
     family,
     group_idle,
+    lose_node_mid_analysis,
     pending,
     spawn_bridge_process,
+    started_on,
     states,
     stop_group,
     unchanged,
@@ -379,41 +382,15 @@ def test_pinned_node_removed_mid_job(
     redis_client: redis.Redis,
     names: RedisNames,
 ) -> None:
-    doomed = cluster.add_node(**EXTRA_NODE)
-    cluster.wait_for_nodes()
-    # As in tests/test_raybridge_cluster.py: long analyses, so the node is removed while its
-    # work is still running however loaded the machine is, and removal waits for an analysis
-    # actually under way there (not merely a download).
-    handle = bridge(
-        window=12, node_refresh_seconds=0.5, synthetic_seconds={**FAST_STEPS_S, "analyse": 3.0}
-    )
-    wait_until(
-        "an analysis actor on the new node",
-        lambda: doomed.node_id in handle.stats()["analysers"],
-        60,
-    )
     job_ids = [f"lost-{i:02d}" for i in range(12)]
-    xadd_many(redis_client, names, [video(j) for j in job_ids])
-    wait_until(
-        "an analysis under way on the doomed node",
-        lambda: any(
-            e.data.get("node") == doomed.node_id and e.data.get("step") == "analyse"
-            for e in events(redis_client, names)
-            if e.type == EventType.STEP_STARTED
-        ),
-        60,
+    lost, removed_at = lose_node_mid_analysis(
+        cluster, EXTRA_NODE, bridge, FAST_STEPS_S, redis_client, names, job_ids
     )
-    cluster.remove_node(doomed, allow_graceful=False)
-    removed_at = time.monotonic()
     wait_until("all finished", lambda: all_finished(redis_client, names, job_ids), 150)
     took = time.monotonic() - removed_at
     found = states(redis_client, names, job_ids)
     evs = events(redis_client, names)
-    were_there = {
-        e.job_id
-        for e in evs
-        if e.type == EventType.STEP_STARTED and e.data.get("node") == doomed.node_id
-    }
+    were_there = started_on(evs, lost)
     moved = {j for j in were_there if found[j].attempts > 1}
     downloads = [
         (e.job_id, e.data["node"])
@@ -430,13 +407,11 @@ def test_pinned_node_removed_mid_job(
             "jobs_on_lost_node": len(were_there),
             "jobs_run_again": len(moved),
             "analysed_elsewhere_in_the_end": sum(
-                found[j].steps["analyse"].node != doomed.node_id for j in were_there
+                found[j].steps["analyse"].node != lost for j in were_there
             ),
             # These simulated nodes share one disk: a download finished on the lost node may
             # be reused instead of repeated.
-            "downloads_repeated_elsewhere": len(
-                {j for j, node in downloads if node != doomed.node_id}
-            ),
+            "downloads_repeated_elsewhere": len({j for j, node in downloads if node != lost}),
             "completed": sum(s.status is JobStatus.COMPLETED for s in found.values()),
             "completed_events_exactly_once": sum(completed[j] == 1 for j in job_ids),
             "seconds_removal_to_all_done": round(took, 1),
@@ -447,11 +422,7 @@ def test_pinned_node_removed_mid_job(
     }
     assert moved, "no job was downloaded again after its node was lost"
     assert completed == dict.fromkeys(job_ids, 1)
-    for job_id, state in found.items():
-        download, analysis = state.steps["download"].node, state.steps["analyse"].node
-        # Pinned, except that these simulated nodes share one disk: an output finished on the
-        # lost node (even by a worker that outlived its raylet a moment) may be reused.
-        assert analysis == download or doomed.node_id in (analysis, download), job_id
+    assert_pinned(found, lost)
 
 
 # -- case 5: 1,000 generated hostile messages --------------------------------------------------

@@ -20,13 +20,16 @@ import redis
 from helpers import (
     alive,
     all_finished,
+    assert_pinned,
     bridge_env,
     count_events,
     events,
     family,
     group_idle,
+    lose_node_mid_analysis,
     pending,
     spawn_bridge_process,
+    started_on,
     states,
     stop_group,
     video,
@@ -169,49 +172,18 @@ def test_jobs_on_a_lost_node_are_downloaded_again_elsewhere(
     redis_client: redis.Redis,
     names: RedisNames,
 ) -> None:
-    doomed = cluster.add_node(**GPU_NODE)
-    cluster.wait_for_nodes()
-    # Long analyses, so the node is removed while its work is still running, however loaded
-    # the machine is.
-    slow_analysis = {**STEPS_S, "analyse": 3.0}
-    handle = bridge(window=12, node_refresh_seconds=0.5, synthetic_seconds=slow_analysis)
-    wait_until(
-        "an analysis actor on the new node",
-        lambda: doomed.node_id in handle.stats()["analysers"],
-        60,
-    )
     job_ids = [f"lost-{n:02d}" for n in range(12)]
-    for job_id in job_ids:
-        xadd_raw(redis_client, names, video(job_id))
-    wait_until(
-        "an analysis under way on the doomed node",
-        lambda: any(
-            e.data.get("node") == doomed.node_id and e.data.get("step") == "analyse"
-            for e in events(redis_client, names)
-            if e.type == EventType.STEP_STARTED
-        ),
-        60,
+    lost, _ = lose_node_mid_analysis(
+        cluster, GPU_NODE, bridge, STEPS_S, redis_client, names, job_ids
     )
-    cluster.remove_node(doomed, allow_graceful=False)
-
     wait_until("all finished", lambda: all_finished(redis_client, names, job_ids), 150)
     found = states(redis_client, names, job_ids)
     assert {s.status for s in found.values()} == {JobStatus.COMPLETED}, {
         j: s.error for j, s in found.items() if s.error
     }
-    evs = events(redis_client, names)
-    were_there = {
-        e.job_id
-        for e in evs
-        if e.type == EventType.STEP_STARTED and e.data.get("node") == doomed.node_id
-    }
-    moved = {j for j in were_there if found[j].attempts > 1}
-    assert moved, "no job was downloaded again after its node was lost"
-    for job_id, state in found.items():
-        download, analysis = state.steps["download"].node, state.steps["analyse"].node
-        # Pinned, except that these simulated nodes share one disk: an output finished on the
-        # lost node (even by a worker that outlived its raylet a moment) may be reused.
-        assert analysis == download or doomed.node_id in (analysis, download), job_id
+    moved = {j for j in started_on(events(redis_client, names), lost)}
+    assert {j for j in moved if found[j].attempts > 1}, "no job downloaded again elsewhere"
+    assert_pinned(found, lost)
     assert count_events(events(redis_client, names), EventType.COMPLETED) == dict.fromkeys(
         job_ids, 1
     )

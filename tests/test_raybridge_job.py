@@ -68,27 +68,29 @@ def test_a_retry_runs_again_from_the_failed_step(
     assert steps_run == [full, ["brief", "report"], ["brief", "report"]]
 
 
-def test_a_job_whose_node_is_lost_is_downloaded_again(
-    on_bridge: Callable[..., Any], redis_client: redis.Redis, names: RedisNames
+@pytest.mark.parametrize(
+    ("moves", "status", "attempts"),
+    [(1, JobStatus.COMPLETED, 2), (0, JobStatus.FAILED, 1)],
+    ids=["downloaded-again", "no-moves-left"],
+)
+def test_a_job_whose_node_is_lost_is_downloaded_again_while_moves_last(
+    on_bridge: Callable[..., Any],
+    redis_client: redis.Redis,
+    names: RedisNames,
+    moves: int,
+    status: JobStatus,
+    attempts: int,
 ) -> None:
-    launcher = FakeLauncher(nodes=TWO_NODES, lose_node_once=["moved"])
-    xadd_raw(redis_client, names, video("moved"))
-    on_bridge(run_all, launcher, placement_retries=1)
+    launcher = FakeLauncher(nodes=TWO_NODES, lose_node_once=["lost"])
+    xadd_raw(redis_client, names, video("lost"))
+    on_bridge(run_all, launcher, placement_retries=moves)
 
-    state = states(redis_client, names, ["moved"])["moved"]
-    assert state.status is JobStatus.COMPLETED and state.attempts == 2
-    assert [steps[0] for _, _, steps in launcher.launches] == ["download", "download"]
-
-
-def test_a_lost_node_with_no_moves_left_fails_the_job(
-    on_bridge: Callable[..., Any], redis_client: redis.Redis, names: RedisNames
-) -> None:
-    launcher = FakeLauncher(nodes=TWO_NODES, lose_node_once=["stuck"])
-    xadd_raw(redis_client, names, video("stuck"))
-    on_bridge(run_all, launcher, placement_retries=0)
-    state = states(redis_client, names, ["stuck"])["stuck"]
-    assert state.status is JobStatus.FAILED and state.error["class"] == "NodeGone"
-    assert count_events(events(redis_client, names), EventType.FAILED) == {"stuck": 1}
+    state = states(redis_client, names, ["lost"])["lost"]
+    assert state.status is status and state.attempts == attempts
+    assert [steps[0] for _, _, steps in launcher.launches] == ["download"] * attempts
+    if status is JobStatus.FAILED:
+        assert state.error["class"] == "NodeGone"
+        assert count_events(events(redis_client, names), EventType.FAILED) == {"lost": 1}
 
 
 def test_a_cancelled_job_is_stored_as_cancelled_and_its_steps_stopped(
