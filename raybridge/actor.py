@@ -242,9 +242,10 @@ class Bridge:
         except RedisError as e:
             log.warning("entry %s left pending after a Redis error: %s", entry.stream_id, e)
             return
-        if admitted is not None:
-            self.metrics.observe_window(self.window)
-            self._jobs[admitted.slot.job_id] = asyncio.create_task(self._job(admitted))
+        if admitted is None or self._draining:
+            return  # accepted while a drain began: it stays pending, like what was not read
+        self.metrics.observe_window(self.window)
+        self._jobs[admitted.slot.job_id] = asyncio.create_task(self._job(admitted))
 
     async def _job(self, admitted: Admitted) -> None:
         try:

@@ -49,6 +49,8 @@ async def run_bridge(
     finally:
         stats = await bridge.drain(grace_s=grace_s)
         await runner
+    outliving = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert outliving == [], "a task of the bridge outlived its drain"
     return stats
 
 
@@ -132,6 +134,28 @@ def test_a_drained_bridge_leaves_its_jobs_pending_and_the_next_one_finishes_them
     asyncio.run(second())
     completed = count_events(events(redis_client, names), EventType.COMPLETED)
     assert completed == dict.fromkeys(job_ids, 1)
+
+
+def test_an_entry_being_admitted_as_a_drain_begins_stays_pending_and_does_not_run(
+    make_bridge: Callable[..., Bridge], redis_client: redis.Redis, names: RedisNames
+) -> None:
+    for job_id in ("first", "second"):
+        xadd_raw(redis_client, names, video(job_id))
+
+    async def main() -> dict[str, Any]:
+        bridge = make_bridge(FakeLauncher(step_s=5.0), window=2)
+        accept_new = bridge.stream.accept_new
+
+        async def slow_accept(*args: Any) -> bool:  # a slow Redis: the drain comes meanwhile
+            await asyncio.sleep(0.3)
+            return await accept_new(*args)
+
+        bridge.stream.accept_new = slow_accept  # type: ignore[method-assign]
+        return await run_bridge(bridge, lambda: until(lambda: bridge.window.free == 0), 0)
+
+    stats = asyncio.run(main())  # run_bridge checks that no job task outlives the drain
+    assert stats["left_pending"] == 2 and pending(redis_client, names) == 2
+    assert count_events(events(redis_client, names), EventType.COMPLETED) == {}
 
 
 class Closed:

@@ -64,7 +64,7 @@ def test_verify_webhook_accepts_genuine_and_rejects_forged_or_stale(tmp_path):
 def test_a_receiver_that_only_verifies_loads_no_queue_http_or_redis_library():
     """``webhooks.verify`` in a fresh interpreter: rq, httpx and redis stay out of it."""
     probe = (
-        "import sys; from webhooks import verify_webhook; import webhooks.verify; "
+        "import sys; from webhooks import WebhookRejected, verify_webhook; import webhooks.verify; "
         "print(sorted(m for m in ('rq', 'httpx', 'redis', 'ray', 'torch') if m in sys.modules))"
     )
     out = subprocess.run(

@@ -19,6 +19,7 @@ import importlib
 from typing import Any
 
 _LAZY = {
+    "WebhookRejected": "ingest.errors",
     "enqueue_webhook": "webhooks.enqueue",
     "webhook_id_for": "webhooks.enqueue",
     "run_worker": "webhooks.worker",
