@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ingest.names import ANALYSE_STEP, BRIEF_STEP, DOWNLOAD_STEP, REPORT_STEP
-from ingest.settings import STEP_NAMES, Settings
+from ingest.names import ANALYSE_STEP, BRIEF_STEP, DOWNLOAD_STEP, REPORT_STEP, STEP_NAMES
+from ingest.settings import Settings
 from vidbrief.samples import DEMO_TALKS, make_sample_video, serve_files
 
 log = logging.getLogger(__name__)
