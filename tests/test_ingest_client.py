@@ -90,8 +90,10 @@ def test_wait_returns_the_terminal_event_published_later(client: Client, names):
         _publish(client, names, EventType.COMPLETED, "other", "completed")
         _publish(client, names, EventType.COMPLETED, "w1", "completed")
 
-    threading.Thread(target=publish_once_blocked, daemon=True).start()
+    publisher = threading.Thread(target=publish_once_blocked, daemon=True)
+    publisher.start()
     event = client.wait("w1", timeout_s=10, since=since)
+    publisher.join(10)  # its last XADD's reply may still be on the way
     assert event.type == EventType.COMPLETED and event.job_id == "w1"
 
 

@@ -92,8 +92,10 @@ def test_show_events_follow_streams_new_matching_events(redis_client, names, cli
         )
 
     buffer = io.StringIO()
-    threading.Thread(target=later, daemon=True).start()
+    publisher = threading.Thread(target=later, daemon=True)
+    publisher.start()
     shown, text = _render(buffer, client=client, follow=True, job_id="job-a", max_events=2)
+    publisher.join(10)  # its last XADD's reply may still be on the way
 
     assert shown == 2
     assert "job.accepted" in text and "job.failed" in text and "no such video" in text
