@@ -7,7 +7,7 @@
 #
 # Why CUDA 12 and not PyPI's torch: torch 2.13.0 on PyPI is built for CUDA 13 (its wheel needs
 # nvidia-*-cu13), while faster-whisper's engine CTranslate2 4.x needs CUDA 12's libcublas.so.12
-# (FACTS.md). The CUDA 12 build from PyTorch's own index brings nvidia-cublas-cu12 and
+# (it fails to load without it). The CUDA 12 build from PyTorch's own index brings nvidia-cublas-cu12 and
 # nvidia-cudnn-cu12 as wheels, so both torch and CTranslate2 run on the GPU, with no CUDA base
 # image: the host needs only the NVIDIA driver and the NVIDIA Container Toolkit.
 # `--build-arg TORCH_INDEX_URL=https://pypi.org/simple` gives PyPI's CUDA 13 build instead;
@@ -26,9 +26,9 @@ ENV PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/vidbrief \
     PATH=/opt/vidbrief/bin:$PATH
 
-# WeasyPrint needs Pango and HarfBuzz (FACTS.md), and the report a font. Nothing else: PyAV's
-# wheel bundles FFmpeg, the download step never uses an ffmpeg binary, Ray and the rest are
-# wheels. No compilers, no curl.
+# WeasyPrint needs Pango and HarfBuzz (it fails to import without them), and the report a
+# font. Nothing else: PyAV's wheel bundles FFmpeg, the download step never uses an ffmpeg
+# binary, Ray and the rest are wheels. No compilers, no curl.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
         libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core \
@@ -41,7 +41,7 @@ RUN python -m venv "$VIRTUAL_ENV" \
 # from empty package stubs, then drop the stub, so code changes do not reinstall ray & co.
 WORKDIR /src
 COPY pyproject.toml README.md ./
-RUN for pkg in ingest raybridge pipeline vidbrief; do mkdir "$pkg" && touch "$pkg/__init__.py"; done \
+RUN for pkg in ingest raybridge pipeline vidbrief webhooks; do mkdir "$pkg" && touch "$pkg/__init__.py"; done \
  && pip install . "$TORCH_SPEC" \
  && pip uninstall -y vidbrief \
  && rm -rf /src/*
@@ -51,6 +51,7 @@ COPY ingest ingest/
 COPY raybridge raybridge/
 COPY pipeline pipeline/
 COPY vidbrief vidbrief/
+COPY webhooks webhooks/
 COPY pyproject.toml README.md ./
 RUN pip install --no-deps . \
  && rm -rf /src/* \

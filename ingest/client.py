@@ -16,7 +16,8 @@ from typing import Any
 
 import redis
 
-from ingest.events import Event, parse_event
+from ingest.errors import JobTimeout, NotReplayable, UnknownDeadLetter
+from ingest.events import Event, EventFilter, parse_event
 from ingest.models import (
     JobRequest,
     JobState,
@@ -26,20 +27,24 @@ from ingest.models import (
     now,
     parse_request,
 )
-from ingest.names import EVENT_FIELD, JOB_FIELD, RedisNames
+from ingest.names import CANCEL_FIELD, EVENT_FIELD, JOB_FIELD, RedisNames
 
-# KEYS: job hash, jobs stream. ARGV: request JSON, then hash field/value pairs.
+# KEYS: job hash, jobs stream. ARGV: the entry's field name, request JSON, then hash
+# field/value pairs.
 _SUBMIT_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {0, redis.call('HGET', KEYS[1], 'status') or ''}
 end
-local id = redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
-redis.call('HSET', KEYS[1], 'stream_id', id, unpack(ARGV, 2))
+local id = redis.call('XADD', KEYS[2], '*', ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[1], 'stream_id', id, unpack(ARGV, 3))
 return {1, id}
 """
 
-CANCEL_FIELD = "cancel"
 FOLLOW_BLOCK_MS = 1000
+#: How many of the newest events ``recent_events`` looks through for matching ones.
+RECENT_SCAN_EVENTS = 2_000
+#: The control stream keeps about this many cancel requests (a bridge reads only new ones).
+CONTROL_MAXLEN = 10_000
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ class Client:
             status=JobStatus.QUEUED, url=request.url, created_at=t, updated_at=t, attempts=0
         )
         fields["request"] = request.to_json()
-        argv = [request.to_json(), *field_args(fields)]
+        argv = [JOB_FIELD, request.to_json(), *field_args(fields)]
         created, info = self._submit(keys=[self.names.job(job_id), self.names.jobs], args=argv)
         if created:
             return Submitted(job_id, True, info, JobStatus.QUEUED)
@@ -108,6 +113,15 @@ class Client:
             if not follow and len(entries) < count:
                 return
 
+    def recent_events(self, wanted: EventFilter, keep: int) -> tuple[list[Event], str]:
+        """The ``keep`` newest events that ``wanted`` matches among the RECENT_SCAN_EVENTS
+        newest, oldest first, and the id of the newest event looked at (to follow from)."""
+        newest = self.redis.xrevrange(self.names.events, count=RECENT_SCAN_EVENTS)
+        events = (parse_event(fields[EVENT_FIELD], sid) for sid, fields in reversed(newest))
+        matching = [e for e in events if wanted(e)]
+        last_seen = newest[0][0] if newest else "0-0"
+        return (matching[-keep:] if keep else []), last_seen
+
     def wait(self, job_id: str, timeout_s: float | None = None, since: str | None = None) -> Event:
         """Block until the job's terminal event; return it. ``since``: start of the search."""
         last = since if since is not None else self.last_event_id()
@@ -127,7 +141,7 @@ class Client:
                 event = parse_event(fields[EVENT_FIELD], stream_id)
                 if event.job_id == job_id and event.terminal:
                     return event
-        raise TimeoutError(f"job {job_id} did not finish within {timeout_s} s")
+        raise JobTimeout(f"job {job_id} did not finish within {timeout_s} s")
 
     # -- cancel
     def cancel(self, job_id: str) -> JobState | None:
@@ -137,7 +151,9 @@ class Client:
             return state
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.names.job(job_id), mapping={"cancel_requested": "1", "updated_at": now()})
-        pipe.xadd(self.names.control, {CANCEL_FIELD: job_id}, maxlen=10_000, approximate=True)
+        pipe.xadd(
+            self.names.control, {CANCEL_FIELD: job_id}, maxlen=CONTROL_MAXLEN, approximate=True
+        )
         pipe.execute()
         return self.status(job_id)
 
@@ -149,11 +165,11 @@ class Client:
         """Put a dead letter's original entry back on the jobs stream; return the new id."""
         found = self.redis.xrange(self.names.dead, dead_id, dead_id)
         if not found:
-            raise KeyError(f"no dead letter {dead_id}")
+            raise UnknownDeadLetter(f"no dead letter {dead_id}")
         fields = found[0][1]
         job = fields.get(JOB_FIELD)
         if job is None:
-            raise ValueError(f"dead letter {dead_id} has no '{JOB_FIELD}' field to replay")
+            raise NotReplayable(f"dead letter {dead_id} has no '{JOB_FIELD}' field to replay")
         self._forget_finished(job)
         new_id = self.redis.xadd(self.names.jobs, {JOB_FIELD: job})
         self.redis.xdel(self.names.dead, dead_id)

@@ -1,13 +1,35 @@
 """The error tree of vidbrief. Every error the project raises on purpose derives from one root.
 
 VidbriefError
-├── InvalidRequest        a job request failed validation (field + reason in the message)
-├── ConfigError           a setting is missing or wrong (the message names the variable)
-├── EmbeddedRedisError    the embedded redis-server could not be started or found
-├── UnsafeURL             a URL points at a refused address or scheme
-└── StepError             a pipeline step failed; ``retryable`` says if trying again may help
-    ├── RetryableStepError    network trouble, 5xx, 429, timeouts
-    └── PermanentStepError    404, refused, too large, invalid content
+├── InvalidRequest              a job request failed validation (field + reason in the message)
+├── ConfigError                 a setting is missing or wrong (the message names the variable)
+├── EmbeddedRedisError          the embedded redis-server could not be started or found
+├── UnsafeURL                   a URL points at a refused address or scheme
+│   └── UnresolvableHost        its host does not resolve (``temporary``: worth a retry)
+├── StepError                   a pipeline step failed; ``retryable`` says if trying again may help
+│   ├── RetryableStepError      network trouble, 5xx, 429, timeouts
+│   └── PermanentStepError      404, refused, too large, invalid content
+├── ClientError                 the producer client (``ingest.client``) could not do what was asked
+│   ├── JobTimeout              (also a TimeoutError) the job did not finish within the wait
+│   ├── UnknownDeadLetter       (also a KeyError) no dead letter has that id
+│   └── NotReplayable           (also a ValueError) the dead letter has no job request to replay
+├── BridgeError                 the bridge (``raybridge``) itself, not a job
+│   ├── BridgeStartTimeout      (also a TimeoutError) the bridge actor did not become ready
+│   └── WindowFull              (also a RuntimeError) a job added past the window: a caller's bug
+└── WebhookError                completion webhooks (``webhooks``)
+    ├── WebhookAttemptFailed    one delivery attempt failed: rq schedules the next one
+    └── WebhookRejected         a received delivery did not verify (forged, altered, stale)
+
+Inside the steps, a few signals stay next to the code that raises and catches them; none
+leaves its step (the step turns it into a StepError or a notice):
+
+    pipeline/brief.py     InvalidOutput        VidbriefError, ValueError: a model reply to repair
+    pipeline/speech.py    BackendUnavailable   VidbriefError, RuntimeError: try the next backend
+    pipeline/download.py  RefusedRequest,      yt-dlp's RequestError only, so that yt-dlp's
+                          DeadlineExceeded     networking passes them through unchanged
+
+Where callers may already catch a builtin (``except TimeoutError``), the class subclasses it
+too, so both spellings work.
 """
 
 from __future__ import annotations
@@ -31,6 +53,14 @@ class EmbeddedRedisError(VidbriefError):
 
 class UnsafeURL(VidbriefError):
     """A URL was refused by the address policy (scheme, private or loopback host, …)."""
+
+
+class UnresolvableHost(UnsafeURL):
+    """The host name did not resolve. ``temporary`` is True for a DNS failure worth a retry."""
+
+    def __init__(self, message: str, *, temporary: bool = False) -> None:
+        super().__init__(message)
+        self.temporary = temporary
 
 
 class StepError(VidbriefError):
@@ -64,3 +94,46 @@ class PermanentStepError(StepError):
     """A failure that will repeat: do not retry."""
 
     retryable = False
+
+
+class ClientError(VidbriefError):
+    """The producer client could not do what was asked."""
+
+
+class JobTimeout(ClientError, TimeoutError):
+    """``Client.wait`` gave up before the job's terminal event."""
+
+
+class UnknownDeadLetter(ClientError, KeyError):
+    """No dead letter has the given id."""
+
+    def __str__(self) -> str:  # KeyError's own str() quotes the message
+        return str(self.args[0]) if self.args else ""
+
+
+class NotReplayable(ClientError, ValueError):
+    """The dead letter carries no job request, so there is nothing to put back."""
+
+
+class BridgeError(VidbriefError):
+    """The bridge itself failed (not one of its jobs)."""
+
+
+class BridgeStartTimeout(BridgeError, TimeoutError):
+    """The bridge actor did not become ready in time (its analysis actors never started)."""
+
+
+class WindowFull(BridgeError, RuntimeError):
+    """A job was added to a window with no free slot (a bug in the caller's backpressure)."""
+
+
+class WebhookError(VidbriefError):
+    """Completion webhooks: delivering or verifying one."""
+
+
+class WebhookAttemptFailed(WebhookError):
+    """Raised inside the rq job so that rq schedules the next attempt."""
+
+
+class WebhookRejected(WebhookError):
+    """A received delivery did not verify (forged or altered body, wrong secret, stale)."""

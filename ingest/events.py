@@ -1,11 +1,13 @@
 """CloudEvents 1.0 for job progress, built and parsed with the official ``cloudevents`` SDK.
 
 ``id`` is stable for the same fact (``<job_id>/<fact>``), so a consumer can dedupe an event
-that was published again after a bridge restart.
+that was published again after a bridge restart. :class:`EventFilter` says which events a
+reader wants (``vidbrief events --job … --type …``).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -93,6 +95,27 @@ def parse_event(raw: bytes | str, stream_id: str = "") -> Event:
         data=data or {},
         stream_id=stream_id,
     )
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """The events about one job (if given) and of some types (if any): each type pattern is
+    exact (``vidbrief.job.failed``), a prefix (``vidbrief.step``) or a glob (``vidbrief.step.*``).
+    """
+
+    job_id: str | None = None
+    types: tuple[str, ...] = ()
+
+    def __call__(self, event: Event) -> bool:
+        if self.job_id is not None and event.job_id != self.job_id:
+            return False
+        return not self.types or any(_type_matches(event.type, p) for p in self.types)
+
+
+def _type_matches(type_: str, pattern: str) -> bool:
+    if any(c in pattern for c in "*?["):
+        return fnmatch.fnmatchcase(type_, pattern)
+    return type_ == pattern or type_.startswith(pattern.rstrip(".") + ".")
 
 
 def bridge_source(bridge_name: str) -> str:

@@ -1,7 +1,8 @@
-"""Every Redis name vidbrief uses, in one place (CONTRACT.md: Redis names).
+"""The wire contract's names, each spelled once: Redis keys, stream fields, step names.
 
-Nothing else in the project spells a key: import :class:`RedisNames` and ask it. rq is the
-warning example — its key literals spread over many modules and sibling keys drifted apart.
+Nothing else in the project spells one of these: import the constant, or ask
+:class:`RedisNames` for a key. rq is the warning example — its key literals spread over many
+modules and sibling keys drifted apart.
 """
 
 from __future__ import annotations
@@ -15,6 +16,16 @@ BRIDGE_GROUP = "bridge"
 JOB_FIELD = "job"
 #: Field of an events-stream entry that holds the CloudEvent JSON.
 EVENT_FIELD = "event"
+#: Field of a control-stream entry that asks the bridges to cancel a job (value: its job id).
+CANCEL_FIELD = "cancel"
+#: Fields a dead letter adds to the original entry's: why, how often it was delivered, and
+#: the id it had on the jobs stream.
+REASON_FIELD, DELIVERIES_FIELD, STREAM_ID_FIELD = "reason", "deliveries", "stream_id"
+
+#: The steps of the chain, in order (pipeline/chain.py declares what each one runs). Step
+#: names appear in the job hash (``step:<name>:started``), in events and in settings.
+DOWNLOAD_STEP, ANALYSE_STEP, BRIEF_STEP, REPORT_STEP = "download", "analyse", "brief", "report"
+STEP_NAMES = (DOWNLOAD_STEP, ANALYSE_STEP, BRIEF_STEP, REPORT_STEP)
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,17 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from ingest.names import RedisNames
+from ingest.names import (
+    ANALYSE_STEP,
+    BRIEF_STEP,
+    DOWNLOAD_STEP,
+    REPORT_STEP,
+    STEP_NAMES,
+    RedisNames,
+)
 
-STEP_NAMES = ("download", "analyse", "brief", "report")
+__all__ = ["STEP_NAMES", "Settings", "get_settings"]
+
 #: Where Docker, Compose and (by convention) Kubernetes put secret files.
 DEFAULT_SECRETS_DIR = Path("/run/secrets")
 SECRETS_DIR_VARIABLE = "VIDBRIEF_SECRETS_DIR"
@@ -143,7 +151,12 @@ class Settings(BaseSettings):
         "real", description="synthetic: steps sleep (tests, benchmarks); chain unchanged."
     )
     synthetic_seconds: Annotated[dict[str, float], NoDecode] = Field(
-        default_factory=lambda: {"download": 0.2, "analyse": 0.5, "brief": 0.1, "report": 0.05},
+        default_factory=lambda: {
+            DOWNLOAD_STEP: 0.2,
+            ANALYSE_STEP: 0.5,
+            BRIEF_STEP: 0.1,
+            REPORT_STEP: 0.05,
+        },
         description="Synthetic step durations: download=0.2,analyse=0.5,brief=0.1,report=0.05",
     )
     synthetic_jitter: float = Field(

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
-from ingest.errors import UnsafeURL
+from ingest.errors import UnresolvableHost, UnsafeURL
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
@@ -56,14 +56,6 @@ __all__ = [
     "refusal_reason",
     "resolve_host",
 ]
-
-
-class UnresolvableHost(UnsafeURL):
-    """The host name did not resolve. ``temporary`` is True for a DNS failure worth a retry."""
-
-    def __init__(self, message: str, *, temporary: bool = False) -> None:
-        super().__init__(message)
-        self.temporary = temporary
 
 
 def resolve_host(host: str, port: int) -> list[str]:

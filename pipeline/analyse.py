@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ingest.errors import PermanentStepError
+from ingest.names import ANALYSE_STEP
 from ingest.settings import Settings
 from pipeline.context import JobContext
 from pipeline.models import Analysis, Media, Segment, Shot
@@ -33,7 +34,7 @@ __all__ = ["AV_CONTAINER_OPTIONS", "analyse_media", "resolve_device", "resolve_t
 
 log = logging.getLogger(__name__)
 
-STEP = "analyse"
+STEP = ANALYSE_STEP
 ANALYSIS_JSON = "analysis.json"
 AUDIO_FILE = "audio-16k-mono.f32"
 #: Options for every av.open of downloaded media: only plain container demuxers, and no
@@ -78,7 +79,7 @@ def analyse_media(media: Media, out_dir: Path, settings: Settings) -> Analysis:
         return done
     out_dir.mkdir(parents=True, exist_ok=True)
     threads = resolve_threads(settings.threads)
-    torch.set_num_threads(threads)  # a reused worker may have been left at 1 (FACTS.md)
+    torch.set_num_threads(threads)  # a reused Ray worker may have been left at 1
     device = resolve_device(settings.device)
     decoded = decode(Path(media.path), out_dir, settings.frame_sample_fps, device, threads)
     analysis = _with_transcript(media, decoded, settings, device, threads)

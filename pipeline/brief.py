@@ -37,7 +37,8 @@ from typing import TypeVar
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from ingest.errors import ConfigError, PermanentStepError
+from ingest.errors import ConfigError, PermanentStepError, VidbriefError
+from ingest.names import BRIEF_STEP
 from ingest.settings import Settings
 from pipeline.context import JobContext
 from pipeline.grounding import (
@@ -73,7 +74,7 @@ from pipeline.prompts import (
 )
 from pipeline.text import language_of
 
-STEP = "brief"
+STEP = BRIEF_STEP
 RESPONSE_RESERVE_TOKENS = 2_000  # room left for the reply (at most a quarter of the context)
 MIN_CHUNK_TOKENS = 200  # a chunk smaller than this cannot say anything useful
 TIME_TOLERANCE_S = 1.0  # model times may overshoot the duration by rounding
@@ -178,7 +179,7 @@ class Caller:
 # --- one call with validation, grounding and one repair -------------------------------------
 
 
-class InvalidOutput(ValueError):
+class InvalidOutput(VidbriefError, ValueError):
     """The model's reply is not a usable BriefContent; ``problems`` says why, one per line."""
 
     def __init__(self, problems: list[str]) -> None:

@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BaseModel
 
 from ingest.errors import PermanentStepError, RetryableStepError
+from ingest.names import ANALYSE_STEP, BRIEF_STEP, DOWNLOAD_STEP, REPORT_STEP
 from ingest.settings import Settings
 from pipeline import artefacts
 from pipeline.context import JobContext
@@ -60,11 +61,11 @@ class StepSpec:
 
 
 CHAIN: tuple[StepSpec, ...] = (
-    StepSpec("download", "pipeline.download:run", num_cpus=0.25, resources={DOWNLOAD_SLOT: 1}),
+    StepSpec(DOWNLOAD_STEP, "pipeline.download:run", num_cpus=0.25, resources={DOWNLOAD_SLOT: 1}),
     # num_gpus is set by the bridge: 1 where the cluster has GPUs, else CPU only.
-    StepSpec("analyse", "pipeline.analyse:run", num_cpus=1, pinned_to_download=True),
-    StepSpec("brief", "pipeline.brief:run", num_cpus=0.1),
-    StepSpec("report", "pipeline.report:run", num_cpus=1, resources={REPORT_NODE: 0.01}),
+    StepSpec(ANALYSE_STEP, "pipeline.analyse:run", num_cpus=1, pinned_to_download=True),
+    StepSpec(BRIEF_STEP, "pipeline.brief:run", num_cpus=0.1),
+    StepSpec(REPORT_STEP, "pipeline.report:run", num_cpus=1, resources={REPORT_NODE: 0.01}),
 )
 STEPS: dict[str, StepSpec] = {s.name: s for s in CHAIN}
 

@@ -49,6 +49,7 @@ from yt_dlp.networking.exceptions import HTTPError, RequestError, TransportError
 from yt_dlp.utils import ExtractorError, determine_protocol
 
 from ingest.errors import PermanentStepError, RetryableStepError, StepError, UnsafeURL
+from ingest.names import DOWNLOAD_STEP
 from ingest.settings import Settings
 from ingest.urlsafety import AddressPolicy, UnresolvableHost
 from pipeline.analyse import AV_CONTAINER_OPTIONS
@@ -74,7 +75,7 @@ __all__ = ["DownloadLimits", "GuardedUrllibRH", "download", "parse_vtt", "run"]
 
 log = logging.getLogger(__name__)
 
-STEP = "download"
+STEP = DOWNLOAD_STEP
 MEDIA_JSON = "media.json"
 BYTES_PER_MB = 1024 * 1024
 SOCKET_TIMEOUT_MAX_S = 30.0

@@ -36,7 +36,7 @@ from typing import Any
 
 from yt_dlp.networking import Response
 
-from ingest.errors import PermanentStepError
+from ingest.errors import PermanentStepError, VidbriefError
 from ingest.settings import Settings
 
 __all__ = [
@@ -81,7 +81,7 @@ class OverLimit(PermanentStepError):
         self.kind, self.cap = kind, cap
 
 
-class DeadlinePassed(TimeoutError):
+class DeadlinePassed(VidbriefError, TimeoutError):
     """The download's overall deadline passed during a socket operation."""
 
     def __init__(self) -> None:

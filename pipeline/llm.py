@@ -30,6 +30,7 @@ import tenacity
 from pydantic import SecretStr
 
 from ingest.errors import ConfigError, PermanentStepError, RetryableStepError, StepError
+from ingest.names import BRIEF_STEP
 from ingest.redact import error_summary, redact, strip_userinfo, url_host
 from ingest.settings import Settings
 from pipeline.call_deadline import call_deadline
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STEP = "brief"
+STEP = BRIEF_STEP
 CUSTOM = "custom"
 #: The SDK refuses an empty key and would otherwise fall back to ``OPENAI_API_KEY`` from the
 #: environment, sending a real OpenAI key to a local server. Local servers ignore the value.

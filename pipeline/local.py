@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ingest.models import parse_request
-from ingest.settings import STEP_NAMES, Settings
+from ingest.names import REPORT_STEP, STEP_NAMES
+from ingest.settings import Settings
 from pipeline.chain import run_step
 from pipeline.context import JobContext
 from pipeline.models import ReportFiles
@@ -73,7 +74,7 @@ def _run_steps(ctx: JobContext, on_progress: ProgressCallback) -> ReportFiles:
         on_progress(StepEvent(step, index, total, "started"))
         started = time.perf_counter()
         # The report step also takes the timings so far (result.json records them).
-        extra = (timings,) if step == "report" else ()
+        extra = (timings,) if step == REPORT_STEP else ()
         try:
             output = run_step(step, ctx, *outputs, *extra)
         except Exception as e:

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from ingest.errors import ConfigError, PermanentStepError
+from ingest.names import REPORT_STEP
 from pipeline import storage
 from pipeline.context import JobContext
 from pipeline.keyframes import copy_keyframes
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STEP = "report"
+STEP = REPORT_STEP
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 TEMPLATE = "report.html.j2"
 STYLESHEET = "report.css"
@@ -245,7 +246,8 @@ def build_result(
     timings: dict[str, float] | None,
     keyframes: dict[int, str] | None = None,
 ) -> dict[str, Any]:
-    """The machine-readable result (CONTRACT.md, Files); keyframe paths relative to it."""
+    """The machine-readable result: result.json beside the PDF (README: Reading results);
+    keyframe paths relative to it."""
     url, content = media.source_url, brief.content
     keyframes = keyframes or {}
     pictures = chapter_keyframes(content.chapters, analysis.shots, keyframes)

@@ -2,7 +2,7 @@
 
 faster-whisper (CTranslate2) is the default: the bundled offline ``tiny.en`` model, int8 on the
 CPU, float16 on CUDA. Where CTranslate2 cannot use the GPU (it needs CUDA 12's libcublas; a
-CUDA 13 machine has none — see FACTS.md), ``auto`` moves to transformers' Whisper on torch
+CUDA 13-only machine has none), ``auto`` moves to transformers' Whisper on torch
 (fp16, 30 s windows decoded in batches), and to faster-whisper on the CPU if that fails too.
 
 Loaded models stay in :data:`_MODELS`, keyed by (backend, model, device): a long-lived
@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ingest.errors import PermanentStepError
+from ingest.errors import PermanentStepError, VidbriefError
+from ingest.names import ANALYSE_STEP
 from ingest.settings import Settings
 from pipeline.models import Segment
 
@@ -41,7 +42,7 @@ _MODELS: dict[tuple[str, str, str], Any] = {}
 _UNAVAILABLE: set[tuple[str, str, str]] = set()
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(VidbriefError, RuntimeError):
     """A backend cannot run here (library or model missing, GPU unusable): try the next."""
 
 
@@ -84,7 +85,7 @@ def transcribe(audio: np.ndarray, settings: Settings, device: str, threads: int)
         "no speech-to-text backend could run: "
         + "; ".join(errors)
         + " (check VIDBRIEF_ASR_BACKEND and VIDBRIEF_ASR_MODEL)",
-        step="analyse",
+        step=ANALYSE_STEP,
     )
 
 

@@ -1,14 +1,24 @@
 """The consumer side: the Redis stream in, Ray chains out, outcomes back to Redis.
 
-    stream.py          read, reclaim, ack, dead-letter, publish outcomes (redis.asyncio)
+    actor.py           Bridge: the read loop, start and drain, cancel, heartbeat (no Ray)
+    admission.py       what an entry becomes: a job, a dead letter, an acknowledgement
+    job.py             one job's coroutine: place, launch, follow, retry, outcome
+    fleet.py           nodes, analysis actors, health rounds, which job downloads where
+    finish.py          storing an outcome (hash + event + XACK) and announcing it
+    stream.py          Redis I/O: read, reclaim, ack, dead-letter, job hashes (redis.asyncio)
     window.py          the in-flight window and the backpressure policy (pure)
     placement.py       which node downloads (and so analyses) a job (pure)
-    launcher.py        the chains, the analysis actors, the bridge actor (the only .remote())
+    pace.py            per-node download and analysis times, and the look-ahead (pure)
+    health.py          node health: thresholds, verdicts, the probe's measurement
+    outcome.py         how an attempt failed and how a job ended (data)
+    failures.py        Ray's and the steps' errors, classified
+    protocols.py       Launcher: what the bridge needs from Ray
+    launcher.py        RayLauncher: the chains, the analysis actors, the health probe (Ray)
     analysis_actor.py  one warm analysis actor per GPU
     steps.py           the wrapper that records each step's start, end and node
-    actor.py           Bridge: the async loop
+    announce.py        after an outcome: the webhook and the dataset row
     metrics.py         Prometheus metrics
-    run.py             run_bridge (``vidbrief bridge``), start_bridge (tests, benchmarks)
+    run.py             the edge: RayBridge, run_bridge (``vidbrief bridge``), start_bridge
 
 Importing ``raybridge`` does not import Ray: the Ray-facing names load on first use.
 """
@@ -26,7 +36,8 @@ _LAZY = {
     "BridgeHandle": "raybridge.run",
     "BridgeMetrics": "raybridge.metrics",
     "JobStream": "raybridge.stream",
-    "Launcher": "raybridge.launcher",
+    "Launcher": "raybridge.protocols",
+    "RayLauncher": "raybridge.launcher",
     "Progress": "raybridge.steps",
     "connect_ray": "raybridge.run",
     "run_bridge": "raybridge.run",
@@ -44,6 +55,7 @@ __all__ = [
     "NodeView",
     "Phase",
     "Progress",
+    "RayLauncher",
     "Slot",
     "Window",
     "WindowRoom",

@@ -19,6 +19,7 @@ import importlib
 import logging
 from typing import Any
 
+from ingest.names import ANALYSE_STEP
 from ingest.settings import Settings
 from pipeline.chain import STEPS
 from pipeline.context import JobContext
@@ -26,7 +27,6 @@ from raybridge.steps import Progress, current_node_id, run_recorded
 
 log = logging.getLogger(__name__)
 
-ANALYSE_STEP = "analyse"
 #: Optional hook a real analysis module may define to load its models before work arrives.
 WARM_HOOK = "warm"
 

@@ -52,7 +52,7 @@ class Announcer:
             log.exception("job %s: %s not written", getattr(args[0], "job_id", args[0]), what)
 
     def _queue_webhook(self, job_id: str, url: str, event: bytes) -> None:
-        from ingest.webhooks import enqueue_webhook
+        from webhooks.enqueue import enqueue_webhook
 
         if self._sync is None:
             self._sync = redis.Redis.from_url(self.redis_url)

@@ -22,8 +22,9 @@ with a small scratch disk::
 
 No task asks for these resources: they only carry the number (Ray shows them in ``ray status``).
 
-Nothing here imports Ray at module level: ``vidbrief status --cluster`` renders the heartbeat
-with ``cluster_table`` and must start fast.
+Nothing here imports Ray: the probe task and the node resources come from the launcher
+(launcher.py), and ``vidbrief status --cluster`` shows what the heartbeat carries
+(``NodeHealth.as_dict``).
 """
 
 from __future__ import annotations
@@ -177,32 +178,6 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def ray_probe(settings: Settings) -> Probe:
-    """Submit ``measure`` pinned to a node; return its ObjectRef (awaitable)."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    task = ray.remote(measure)
-    work_dir = str(settings.work_dir)
-
-    def probe(node_id: str) -> Any:
-        return task.options(
-            name="vidbrief:health",
-            num_cpus=0,  # never queued behind the node's downloads or analyses
-            max_retries=0,  # the next round asks again
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-        ).remote(work_dir)
-
-    return probe
-
-
-def ray_node_resources() -> dict[str, dict[str, float]]:
-    """Every alive node's total resources (sync: call it in a thread)."""
-    import ray
-
-    return {n["NodeID"]: dict(n["Resources"]) for n in ray.nodes() if n["Alive"]}
-
-
 # -- the monitor (in the bridge) ------------------------------------------------------------
 
 
@@ -284,61 +259,3 @@ class HealthMonitor:
 
     def close(self) -> None:
         self._forget_except(set())
-
-
-# -- `vidbrief status --cluster` ------------------------------------------------------------
-
-
-def cluster_table(beats: Mapping[str, Mapping[str, Any]]) -> Any:
-    """A rich table of every bridge's nodes from the heartbeats in ``names.bridges``."""
-    from rich.table import Table
-
-    table = Table(title="cluster (from the bridge heartbeats)")
-    for column in ("bridge", "node", "GPUs", "analysers", "jobs", "pace", "disk free", "memory"):
-        table.add_column(column, justify="right" if column not in ("bridge", "node") else "left")
-    table.add_column("healthy")
-    table.add_column("stale")
-    for name, beat in sorted(beats.items()):
-        for row in beat.get("cluster", []):
-            table.add_row(name, *_cells(row))
-    return table
-
-
-def _cells(row: Mapping[str, Any]) -> list[str]:
-    healthy = row.get("healthy", True)
-    verdict = "[green]yes[/]" if healthy else f"[red]no[/] {row.get('reason', '')}"
-    return [
-        str(row.get("node_id", ""))[:12],
-        f"{row.get('gpus', 0):g}",
-        str(row.get("analysers", 0)),
-        _jobs(row),
-        _pace(row),
-        _size(row.get("disk_free_bytes")),
-        _size(row.get("memory_available_bytes")),
-        verdict,
-        "[yellow]stale[/]" if row.get("stale") else "",
-    ]
-
-
-def _jobs(row: Mapping[str, Any]) -> str:
-    """Jobs the node holds, out of what its look-ahead allows ("3/4")."""
-    capacity = row.get("capacity")
-    return (
-        f"{row.get('assigned', 0)}/{capacity}"
-        if capacity is not None
-        else str(row.get("assigned", 0))
-    )
-
-
-def _pace(row: Mapping[str, Any]) -> str:
-    """The measured download and analysis times that set the node's look-ahead (pace.py)."""
-    download, analysis = row.get("download_s"), row.get("analysis_s")
-    if download is None or analysis is None:
-        return "—"
-    return f"download {download:.1f} s · analysis {analysis:.1f} s"
-
-
-def _size(n: Any) -> str:
-    if n is None:
-        return "—"
-    return f"{n / (1024 * MIB):,.1f} GiB"

@@ -1,4 +1,4 @@
-"""The chain launcher: the only module that calls ``.remote()``.
+"""The Ray side of the bridge: chains, analysis actors and health probes (``.remote()`` calls).
 
 For one job it submits the whole chain at once, each step taking the earlier steps' ObjectRefs,
 so Ray (and its dashboard) sees the chain and nothing waits in the driver:
@@ -9,11 +9,12 @@ so Ray (and its dashboard) sees the chain and nothing waits in the driver:
     report     task, on a node holding ``vidbrief_report``
 
 Task names are the step's name, never per job: the submitting worker (the bridge) keeps Ray's
-per-name task counters and metric series for as long as it lives, so ``<job_id>:<step>`` names
-grew its memory by tens of KiB a job (job ids are in the job hash and the step events). A
-retry passes the refs of the steps that succeeded, so only the failed step and the ones after
-it run again. It also starts the analysis actors and
-the bridge actor itself, and tells Ray's failures apart (``classify``).
+per-name task counters and metric series for as long as it lives, so a per-job name would grow
+its memory with every job (job ids are in the job hash and the step events). A retry passes
+the refs of the steps that succeeded, so only the failed step and the ones after it run again.
+
+:class:`RayLauncher` is the bridge's :class:`~raybridge.protocols.Launcher`; ``run.py`` builds
+it inside the bridge actor, with the health probe below, and starts the actor itself.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ import ray
 import ray.exceptions as rex
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ingest.errors import StepError
+from ingest.names import ANALYSE_STEP
 from ingest.settings import Settings
 from pipeline.chain import CHAIN, DOWNLOAD_SLOT, STEPS, StepSpec
 from pipeline.context import JobContext
-from raybridge.analysis_actor import ANALYSE_STEP, Analyser
-from raybridge.outcome import Failure, FailureKind
+from raybridge.analysis_actor import Analyser
+from raybridge.failures import classify
+from raybridge.health import Probe, measure
 from raybridge.placement import NodeView
 from raybridge.steps import Progress, run_recorded
 
@@ -40,29 +42,14 @@ log = logging.getLogger(__name__)
 
 #: Retries of an analysis call when its actor's process died and came back.
 ANALYSER_TASK_RETRIES = 1
-#: Concurrent calls the async bridge actor serves (the loop, drain, stats, ...).
-BRIDGE_MAX_CONCURRENCY = 100
 #: Ray's own retries of a step task whose worker died (our retries handle step errors).
 TASK_SYSTEM_RETRIES = 3
-#: Ray failures that mean "the node, its worker, actor or objects are gone": place again.
-NODE_LOST_ERRORS: tuple[type[BaseException], ...] = (
-    rex.RayActorError,
-    rex.ActorUnschedulableError,
-    rex.NodeDiedError,
-    rex.TaskUnschedulableError,
-    rex.WorkerCrashedError,
-    rex.ObjectLostError,
-    rex.LocalRayletDiedError,
-    rex.OutOfMemoryError,
-    rex.RaySystemError,
-)
-MESSAGE_CHARS = 2000
-#: Ray's built-in resource of the head node, and the sliver of it the bridge asks for.
-HEAD_NODE_RESOURCE, HEAD_NODE_SHARE = "node:__internal_head__", 0.001
+#: Task name of the health probe (one name for all: see the module docstring).
+PROBE_TASK_NAME = "vidbrief:health"
 
 
-class Launcher:
-    """Submits chains and analysis actors to Ray for one bridge."""
+class RayLauncher:
+    """Submits chains and analysis actors to Ray for one bridge (a ``Launcher``)."""
 
     def __init__(self, settings: Settings, progress: Progress) -> None:
         self.settings = settings
@@ -154,50 +141,25 @@ class Launcher:
             except (ValueError, TypeError, rex.RayError) as e:  # finished or not cancellable
                 log.debug("cancel %s: %s", ref, e)
 
-    # -- failures ---------------------------------------------------------------------------
-
-    @staticmethod
-    def classify(error: BaseException, step: str) -> Failure:
-        """What a step's failure means for the job (see outcome.py)."""
-        if isinstance(error, rex.RayTaskError):
-            cause = error.cause if error.cause is not None else error
-            if cause is not error:
-                return Launcher.classify(cause, step)
-        if isinstance(error, StepError):
-            kind = FailureKind.RETRYABLE if error.retryable else FailureKind.PERMANENT
-            return _failure(kind, error.step or step, error)
-        if isinstance(error, rex.TaskCancelledError):
-            return _failure(FailureKind.CANCELLED, step, error)
-        if isinstance(error, NODE_LOST_ERRORS):
-            return _failure(FailureKind.NODE_LOST, step, error)
-        return _failure(FailureKind.PERMANENT, step, error)
+    classify = staticmethod(classify)
 
 
-def _failure(kind: FailureKind, step: str, error: BaseException) -> Failure:
-    message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-    return Failure(kind, step, type(error).__name__, message[:MESSAGE_CHARS])
+def ray_probe(settings: Settings) -> Probe:
+    """The health monitor's probe: ``health.measure`` pinned to a node; returns its ObjectRef."""
+    task = ray.remote(measure)
+    work_dir = str(settings.work_dir)
+
+    def probe(node_id: str) -> Any:
+        return task.options(
+            name=PROBE_TASK_NAME,
+            num_cpus=0,  # never queued behind the node's downloads or analyses
+            max_retries=0,  # the next round asks again
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+        ).remote(work_dir)
+
+    return probe
 
 
-# -- the bridge actor itself ----------------------------------------------------------------
-
-
-def spawn_bridge(settings: Settings, redis_url: str) -> Any:
-    """Start the bridge actor on the head node: the node a cluster keeps longest, and a
-    predictable place for the metrics port."""
-    from raybridge.actor import Bridge
-
-    return (
-        ray.remote(Bridge)
-        .options(
-            num_cpus=0,
-            resources={HEAD_NODE_RESOURCE: HEAD_NODE_SHARE},
-            max_concurrency=BRIDGE_MAX_CONCURRENCY,
-            max_restarts=0,  # a lost bridge ends run_bridge; its supervisor starts a new one
-        )
-        .remote(settings, redis_url)
-    )
-
-
-def call(method: Any, *args: Any) -> ray.ObjectRef:
-    """Call an actor method (the bridge's run, drain, stats)."""
-    return method.remote(*args)
+def ray_node_resources() -> dict[str, dict[str, float]]:
+    """Every alive node's total resources (blocking: call it in a thread)."""
+    return {n["NodeID"]: dict(n["Resources"]) for n in ray.nodes() if n["Alive"]}

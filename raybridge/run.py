@@ -1,5 +1,8 @@
 """Running the bridge: ``run_bridge`` for ``vidbrief bridge``, ``start_bridge`` in-process.
 
+This is the edge where the Ray parts are built: ``RayBridge`` is the Bridge with the Ray
+launcher and health probe (launcher.py), made remote by ``spawn_bridge``.
+
 ``run_bridge`` connects Ray (``VIDBRIEF_RAY_ADDRESS``, or a local Ray with download and report
 resources; connecting to an address, it ships the vidbrief packages to the workers unless
 ``VIDBRIEF_SHIP_CODE=false``), resolves Redis (``ingest.connect.redis_url``), starts the bridge
@@ -27,12 +30,21 @@ from typing import Any
 
 import psutil
 
+from ingest.errors import BridgeStartTimeout
+from ingest.events import bridge_source
 from ingest.settings import Settings, get_settings
+from raybridge.actor import Bridge
+from raybridge.health import HealthMonitor
+from raybridge.steps import Progress
 
 log = logging.getLogger(__name__)
 
 #: How long start-up may take (Ray workers, analysis actors warm) before giving up.
 START_TIMEOUT_S = 180.0
+#: Concurrent calls the async bridge actor serves (the loop, drain, stats, ...).
+BRIDGE_MAX_CONCURRENCY = 100
+#: Ray's built-in resource of the head node, and the sliver of it the bridge asks for.
+HEAD_NODE_RESOURCE, HEAD_NODE_SHARE = "node:__internal_head__", 0.001
 #: How often the waiting driver looks at signals and the actor.
 POLL_S = 0.2
 #: Time for the drain's own clean-up beyond the grace period.
@@ -43,7 +55,7 @@ EXIT_OK, EXIT_FAILED = 0, 1
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: The packages a worker imports for the chain: shipped so a worker node needs only Ray and the
 #: heavy libraries (torch, PyAV, ...), and always runs the driver's version of our code.
-SHIPPED_PACKAGES = ("ingest", "pipeline", "raybridge", "vidbrief")
+SHIPPED_PACKAGES = ("ingest", "pipeline", "raybridge", "vidbrief", "webhooks")
 #: Never shipped: bytecode of the driver's Python, and local clutter.
 SHIP_EXCLUDES = ["__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache"]
 
@@ -66,26 +78,20 @@ class BridgeHandle:
     def stats(self) -> dict[str, Any]:
         import ray
 
-        from raybridge.launcher import call
-
-        return ray.get(call(self.actor.stats))
+        return ray.get(self.actor.stats.remote())
 
     def cancel(self, job_id: str) -> bool:
         import ray
 
-        from raybridge.launcher import call
-
-        return ray.get(call(self.actor.cancel, job_id))
+        return ray.get(self.actor.cancel.remote(job_id))
 
     def stop(self, grace_s: float | None = None) -> dict[str, Any]:
         """Drain (see ``Bridge.drain``), then end the actor. Returns the final stats."""
         import ray
 
-        from raybridge.launcher import call
-
         grace = self.settings.drain_grace_seconds if grace_s is None else grace_s
         try:
-            stats = ray.get(call(self.actor.drain, grace), timeout=grace + DRAIN_EXTRA_S)
+            stats = ray.get(self.actor.drain.remote(grace), timeout=grace + DRAIN_EXTRA_S)
             ray.get(self.run_ref, timeout=DRAIN_EXTRA_S)
         finally:
             ray.kill(self.actor, no_restart=True)
@@ -167,15 +173,46 @@ def shipped_code(settings: Settings) -> dict[str, Any] | None:
     return {"py_modules": modules, "excludes": list(SHIP_EXCLUDES)}
 
 
+class RayBridge(Bridge):
+    """The bridge actor: a Bridge with the Ray launcher and health probe, built in its process."""
+
+    def __init__(self, settings: Settings, redis_url: str) -> None:
+        from raybridge.launcher import RayLauncher, ray_node_resources, ray_probe
+
+        source = bridge_source(settings.bridge_name)
+        progress = Progress(redis_url, settings.names.prefix, source, settings.events_maxlen)
+        super().__init__(
+            settings,
+            redis_url,
+            launcher=RayLauncher(settings, progress),
+            health=HealthMonitor(settings, ray_probe(settings), ray_node_resources),
+        )
+
+
+def spawn_bridge(settings: Settings, redis_url: str) -> Any:
+    """Start the bridge actor on the head node: the node a cluster keeps longest, and a
+    predictable place for the metrics port."""
+    import ray
+
+    return (
+        ray.remote(RayBridge)
+        .options(
+            num_cpus=0,
+            resources={HEAD_NODE_RESOURCE: HEAD_NODE_SHARE},
+            max_concurrency=BRIDGE_MAX_CONCURRENCY,
+            max_restarts=0,  # a lost bridge ends run_bridge; its supervisor starts a new one
+        )
+        .remote(settings, redis_url)
+    )
+
+
 def start_bridge(settings: Settings, redis_url: str) -> BridgeHandle:
     """Start the bridge actor in the connected Ray; return once it is reading."""
     import ray
 
-    from raybridge.launcher import call, spawn_bridge
-
     actor = spawn_bridge(settings, redis_url)
-    run_ref = call(actor.run)
-    done, _ = ray.wait([call(actor.ready), run_ref], num_returns=1, timeout=START_TIMEOUT_S)
+    run_ref = actor.run.remote()
+    done, _ = ray.wait([actor.ready.remote(), run_ref], num_returns=1, timeout=START_TIMEOUT_S)
     if done and run_ref not in done:
         return BridgeHandle(actor, run_ref, settings)
     try:
@@ -183,7 +220,7 @@ def start_bridge(settings: Settings, redis_url: str) -> BridgeHandle:
             ray.get(run_ref)  # raises the start-up error
     finally:
         ray.kill(actor, no_restart=True)
-    raise TimeoutError(
+    raise BridgeStartTimeout(
         f"the bridge did not start within {START_TIMEOUT_S:.0f} s: are the analysis actors "
         "pending for GPUs or CPUs the cluster does not have? (see `ray status`)"
     )

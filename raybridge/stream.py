@@ -1,4 +1,4 @@
-"""Stream I/O of the bridge: read, reclaim, acknowledge, dead-letter, publish outcomes.
+"""Redis I/O of the bridge: read, reclaim, acknowledge, dead-letter, job hashes, outcomes.
 
 Everything the bridge writes for one fact goes in one MULTI (rq's ``pipeline=None`` idiom: a
 writer takes an optional pipeline and runs its own transaction when given none) or one Lua
@@ -20,8 +20,15 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
-from ingest.models import JobStatus, field_args
-from ingest.names import BRIDGE_GROUP, EVENT_FIELD, RedisNames
+from ingest.models import JobState, JobStatus, field_args, hash_fields, now
+from ingest.names import (
+    BRIDGE_GROUP,
+    DELIVERIES_FIELD,
+    EVENT_FIELD,
+    REASON_FIELD,
+    STREAM_ID_FIELD,
+    RedisNames,
+)
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +128,6 @@ class JobStream:
         )
         return bool(found)
 
-    async def pending_count(self) -> int:
-        return int((await self.redis.xpending(self.names.jobs, BRIDGE_GROUP))["pending"])
-
     async def _with_deliveries(self, entries: list[tuple[str, dict[str, str]]]) -> list[Entry]:
         if not entries:
             return []
@@ -134,6 +138,29 @@ class JobStream:
         counts = [int(f[0]["times_delivered"]) if f else 1 for f in found]
         pairs = zip(entries, counts, strict=True)
         return [Entry(sid, fields or {}, n) for (sid, fields), n in pairs]
+
+    # -- the job hash -----------------------------------------------------------------------
+
+    async def job_state(self, job_id: str) -> JobState | None:
+        """The job's hash, parsed; None when it is missing or unreadable (treated as new)."""
+        fields = await self.redis.hgetall(self.names.job(job_id))
+        if not fields:
+            return None
+        try:
+            return JobState.from_hash(job_id, fields)
+        except ValueError as e:
+            log.warning("job %s: unreadable hash, treated as new: %s", job_id, e)
+            return None
+
+    async def begin_attempt(self, job_id: str) -> int:
+        """Mark the job running and count one more attempt; return the attempt's number."""
+        key, t = self.names.job(job_id), now()
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, mapping=hash_fields(status=JobStatus.RUNNING, updated_at=t))
+        pipe.hsetnx(key, "started_at", str(t))
+        pipe.hincrby(key, "attempts", 1)
+        *_, attempt = await pipe.execute()
+        return int(attempt)
 
     # -- writing (pipeline=None: run a transaction of its own) -----------------------------
 
@@ -167,9 +194,9 @@ class JobStream:
         """Dead letter + ``job.rejected`` event + XACK, together."""
         letter = {
             **entry.fields,
-            "reason": reason,
-            "deliveries": str(entry.deliveries),
-            "stream_id": entry.stream_id,
+            REASON_FIELD: reason,
+            DELIVERIES_FIELD: str(entry.deliveries),
+            STREAM_ID_FIELD: entry.stream_id,
         }
         async with self.transaction(pipeline) as pipe:
             pipe.xadd(self.names.dead, letter)
@@ -177,17 +204,10 @@ class JobStream:
             await self.ack([entry.stream_id], pipe)
 
     async def update_job(
-        self,
-        job_id: str,
-        fields: Mapping[str, str],
-        pipeline: Pipeline | None = None,
-        *,
-        incr_attempts: bool = False,
+        self, job_id: str, fields: Mapping[str, str], pipeline: Pipeline | None = None
     ) -> None:
         async with self.transaction(pipeline) as pipe:
             pipe.hset(self.names.job(job_id), mapping=dict(fields))
-            if incr_attempts:
-                pipe.hincrby(self.names.job(job_id), "attempts", 1)
 
     async def accept_new(
         self,
@@ -211,10 +231,10 @@ class JobStream:
     ) -> bool:
         """Store a job's outcome, publish its terminal event and ack its entry, atomically.
 
-        One Lua script (one round trip, where WATCH + HGET + MULTI/EXEC took three and retried
-        whenever a step wrote progress meanwhile): if another bridge stored an outcome first (a
-        race after a restart), only the entry is acknowledged. Returns whether this call stored
-        the outcome.
+        One Lua script, one round trip: a MULTI would need a WATCH on the job hash, which every
+        step's progress record touches, and so retries. If another bridge stored an outcome
+        first (a race after a restart), only the entry is acknowledged. Returns whether this
+        call stored the outcome.
         """
         args = [
             self.job_ttl_seconds,

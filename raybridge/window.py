@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from ingest.errors import WindowFull
+
+__all__ = ["BackpressurePolicy", "Phase", "Slot", "Window", "WindowFull", "WindowRoom"]
+
 
 class Phase(StrEnum):
     WAITING = "waiting"  # read, waiting for a node with look-ahead room
@@ -30,10 +34,6 @@ class Phase(StrEnum):
 
 #: Phases in which a job occupies its node (its video is, or is being put, on that disk).
 NODE_BOUND = frozenset({Phase.DOWNLOADING, Phase.ANALYSING})
-
-
-class WindowFull(RuntimeError):
-    """A job was added to a window with no free slot (a bug in the caller's backpressure)."""
 
 
 @dataclass

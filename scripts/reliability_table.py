@@ -22,7 +22,7 @@ COMMAND = """\
     .venv/bin/python scripts/reliability_table.py chaos.jsonl > RELIABILITY.md"""
 
 HEADER = f"""\
-# Reliability (project issue #8)
+# Reliability
 
 Chaos and security cases run by `tests/test_chaos.py` (markers `chaos`, `ray`, `slow`), on one
 simulated Ray cluster (`ray.cluster_utils.Cluster`) of the test's own and a private

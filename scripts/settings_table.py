@@ -22,13 +22,18 @@ def default_text(name: str) -> str:
     return f"`{value}`"
 
 
-def main() -> None:
-    print("| variable | default | what |")
-    print("|---|---|---|")
+def table() -> str:
+    """The markdown table, one row per setting."""
+    rows = ["| variable | default | what |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         secret = "SecretStr" in str(field.annotation) or field.annotation is SecretStr
         what = (field.description or "").replace("|", "\\|") + (" *(secret)*" if secret else "")
-        print(f"| `VIDBRIEF_{name.upper()}` | {default_text(name)} | {what} |")
+        rows.append(f"| `VIDBRIEF_{name.upper()}` | {default_text(name)} | {what} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    print(table())
 
 
 if __name__ == "__main__":

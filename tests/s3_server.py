@@ -11,8 +11,6 @@ credentials are dummies, which the tests set with ``monkeypatch.setenv`` (see
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from types import TracebackType
 
 import pytest
@@ -70,24 +68,3 @@ class S3Server:
             aws_secret_access_key="testing",
         )
         client.create_bucket(Bucket=name)
-
-
-# --- fixtures (import them into a test module to use them) -----------------------------------
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with S3Server() as server:
-        yield server
-
-
-@pytest.fixture
-def bucket(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh bucket, dummy credentials, and the endpoint as the setting names it."""
-    from pipeline import storage
-
-    dummy_aws_env(monkeypatch)
-    monkeypatch.setenv(storage.S3_ENDPOINT_ENV, s3.endpoint_url)
-    name = f"bucket-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(name)
-    return name

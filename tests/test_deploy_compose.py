@@ -60,7 +60,7 @@ DUMMY_ENV = {
     "VIDBRIEF_WEBHOOK_SECRET": "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=",
     "VIDBRIEF_LLM_API_KEY": "",
 }
-#: Settings other helpers are adding (issue 16's work-folder lifecycle); Settings ignores an
+#: Settings other helpers are adding (the work-folder lifecycle); Settings ignores an
 #: unknown VIDBRIEF_ variable, so compose.yaml may pass it before it lands.
 PENDING_SETTINGS = frozenset({"VIDBRIEF_WORK_RETENTION_SECONDS"})
 #: The image's vidbrief user (Dockerfile) and the redis image's redis user.

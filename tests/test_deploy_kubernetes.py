@@ -38,7 +38,7 @@ from vidbrief.health_check import RAY_AGENT_PORT, RAY_HEALTH_PATH
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBE = ROOT / "deploy" / "kubernetes"
-README = ROOT / "README.md"
+OPERATIONS = ROOT / "docs" / "operations.md"  # where the apply commands are documented
 #: The openAPIV3Schema of the v1 RayCluster (see its "$comment" and tests/data/README.md).
 RAYCLUSTER_SCHEMA = ROOT / "tests" / "data" / "kuberay-v1.7.0-raycluster-v1.schema.json.xz"
 #: The oldest and the newest Kubernetes the manifests are checked against.
@@ -147,10 +147,10 @@ def secret_files(spec: dict[str, Any]) -> dict[str, tuple[str, str, bool]]:
 
 
 def readme_secret_keys() -> set[str]:
-    """The keys of the Secret as the README's `kubectl create secret` line creates it."""
-    text = README.read_text()
+    """The keys of the Secret as docs/operations.md's `kubectl create secret` line creates it."""
+    text = OPERATIONS.read_text()
     command = re.search(r"kubectl -n vidbrief create secret generic .*?(?:\n\n|```)", text, re.S)
-    assert command, "the README shows how to create the Secret"
+    assert command, "docs/operations.md shows how to create the Secret"
     return set(re.findall(r"--from-literal=([a-z_]+)=", command[0]))
 
 
@@ -534,8 +534,8 @@ def test_redis_keeps_an_append_only_file_on_its_volume_and_needs_a_password():
     assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
 
 
-def test_the_readme_tells_how_to_apply_it():
-    text = README.read_text()
+def test_the_operations_guide_tells_how_to_apply_it():
+    text = OPERATIONS.read_text()
     assert "kubectl apply -k deploy/kubernetes" in text
     assert f"create secret generic {SECRET}" in text
 

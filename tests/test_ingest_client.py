@@ -6,6 +6,7 @@ import json
 import threading
 
 import pytest
+from helpers import wait_until
 
 from ingest.client import Client
 from ingest.errors import InvalidRequest
@@ -71,6 +72,10 @@ def test_cancel_marks_the_job_and_tells_the_bridges(client: Client, names):
     assert client.cancel("unknown") is None
 
 
+def _blocked_in_xread(client: Client) -> bool:
+    return any("b" in c["flags"] and c["cmd"] == "xread" for c in client.redis.client_list())
+
+
 def _publish(client: Client, names, type_: EventType, job_id: str, fact: str) -> None:
     client.redis.xadd(names.events, {EVENT_FIELD: build_event(type_, job_id, "vidbrief/t", fact)})
 
@@ -78,16 +83,17 @@ def _publish(client: Client, names, type_: EventType, job_id: str, fact: str) ->
 def test_wait_returns_the_terminal_event_published_later(client: Client, names):
     client.submit({"url": "https://example.com/a", "job_id": "w1"})
     since = client.last_event_id()
-    timer = threading.Timer(
-        0.3,
-        lambda: (
-            _publish(client, names, EventType.STEP_STARTED, "w1", "1/download/started"),
-            _publish(client, names, EventType.COMPLETED, "other", "completed"),
-            _publish(client, names, EventType.COMPLETED, "w1", "completed"),
-        ),
-    )
-    timer.start()
+
+    def publish_once_blocked() -> None:
+        wait_until("wait() blocked in XREAD", lambda: _blocked_in_xread(client), 10)
+        _publish(client, names, EventType.STEP_STARTED, "w1", "1/download/started")
+        _publish(client, names, EventType.COMPLETED, "other", "completed")
+        _publish(client, names, EventType.COMPLETED, "w1", "completed")
+
+    publisher = threading.Thread(target=publish_once_blocked, daemon=True)
+    publisher.start()
     event = client.wait("w1", timeout_s=10, since=since)
+    publisher.join(10)  # its last XADD's reply may still be on the way
     assert event.type == EventType.COMPLETED and event.job_id == "w1"
 
 

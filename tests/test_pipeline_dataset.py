@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from s3_server import S3Server, bucket, s3  # noqa: F401 (fixtures)
+from s3_server import S3Server
 
 from ingest.errors import ConfigError
 from ingest.models import JobState, JobStatus, StepTiming

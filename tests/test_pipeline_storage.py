@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from s3_server import S3Server, bucket, s3  # noqa: F401 (fixtures)
+from s3_server import S3Server
 
 from ingest.errors import ConfigError
 from ingest.settings import Settings

@@ -1,152 +1,200 @@
-"""The bridge's loop without Ray: a fake launcher runs each step as an asyncio sleep.
-
-``Bridge`` takes its launcher as an argument (the outside world is injected), so its loop —
-backpressure, placement look-ahead, admission, retries, outcomes — runs here against the real
-test Redis in well under a second per case.
+"""The bridge's loop without Ray: a fake launcher (tests/fake_launcher.py) runs each step as an
+asyncio sleep, so the loop — backpressure, placement look-ahead, cancel requests, drain and
+recovery, the heartbeat — runs against the real test Redis in well under a second per case.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 import redis
-from bridge_helpers import count_events, events, group_idle, states, video, xadd_raw
+from fake_launcher import FakeLauncher
+from helpers import count_events, events, group_idle, pending, states, video, xadd_raw
 
-from ingest.errors import StepError
+from ingest.client import Client
 from ingest.events import EventType
 from ingest.models import JobStatus
 from ingest.names import RedisNames
 from ingest.redis_server import RedisServer
 from ingest.settings import Settings
-from pipeline.chain import CHAIN
-from pipeline.context import JobContext
 from raybridge.actor import Bridge
-from raybridge.outcome import Failure, FailureKind
-from raybridge.placement import NodeView
+from raybridge.window import Window
 
 pytestmark = pytest.mark.integration
 
-STEP_S = 0.02
-NODE = "node-a"
+POLL_S = 0.02
+LOOP_TIMEOUT_S = 10.0
 
 
-class FakeLauncher:
-    """One node with one analyser; steps sleep; records how many jobs the node held at once."""
-
-    def __init__(self, bridge_window: Callable[[], Any], fail: Mapping[str, int] | None = None):
-        self.window = bridge_window
-        self.fail = dict(fail or {})  # job id -> attempts that fail (retryable) in "brief"
-        self.most_on_node = 0
-
-    @staticmethod
-    def nodes() -> list[NodeView]:
-        return [NodeView(NODE, gpus=1, download_slots=1)]
-
-    def start_analyser(self, node_id: str, *, on_gpu: bool) -> tuple[object, asyncio.Future[str]]:
-        ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        ready.set_result(node_id)
-        return object(), ready
-
-    @staticmethod
-    def stop_analyser(handle: object) -> None:
-        pass
-
-    def launch(
-        self, ctx: JobContext, node_id: str, analyser: object, done: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        held = self.window().assigned_per_node()[NODE]
-        self.most_on_node = max(self.most_on_node, held)
-        refs, previous = dict(done), None
-        for spec in CHAIN:
-            if spec.name not in refs:
-                refs[spec.name] = asyncio.ensure_future(self._step(ctx, spec.name, previous))
-            previous = refs[spec.name]
-        return {s.name: refs[s.name] for s in CHAIN}
-
-    async def _step(self, ctx: JobContext, step: str, previous: Any) -> dict[str, str]:
-        if previous is not None:
-            await previous
-        await asyncio.sleep(STEP_S)
-        if step == "brief" and ctx.attempt <= self.fail.get(ctx.job_id, 0):
-            raise StepError(f"flaky brief, attempt {ctx.attempt}", step=step, retryable=True)
-        return {"step": step, "job_id": ctx.job_id}
-
-    @staticmethod
-    def cancel(refs: Any) -> None:
-        for ref in refs:
-            ref.cancel()
-
-    @staticmethod
-    def classify(error: BaseException, step: str) -> Failure:
-        retryable = isinstance(error, StepError) and error.retryable
-        kind = FailureKind.RETRYABLE if retryable else FailureKind.PERMANENT
-        return Failure(kind, step, type(error).__name__, str(error))
+async def until(check: Callable[[], Any], timeout_s: float = LOOP_TIMEOUT_S) -> None:
+    """Let the bridge's loop run until ``check()`` is true."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(POLL_S)
 
 
-async def run_until_done(bridge: Bridge, client: redis.Redis, names: RedisNames) -> None:
+async def run_bridge(
+    bridge: Bridge, during: Callable[[], Awaitable[Any]], grace_s: float = 1
+) -> dict[str, Any]:
+    """Start the loop, await ``during()``, then drain; return the drain's stats."""
     runner = asyncio.create_task(bridge.run())
     await bridge.ready()
-    for _ in range(400):
-        await asyncio.sleep(0.025)
-        if group_idle(client, names):
-            break
-    await bridge.drain(grace_s=1)
-    await runner
+    try:
+        await during()
+    finally:
+        stats = await bridge.drain(grace_s=grace_s)
+        await runner
+    outliving = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert outliving == [], "a task of the bridge outlived its drain"
+    return stats
 
 
 @pytest.fixture
 def make_bridge(
     make_settings: Callable[..., Settings], redis_server: RedisServer
-) -> Callable[..., tuple[Bridge, FakeLauncher]]:
-    def make(fail: Mapping[str, int] | None = None, **overrides: object) -> tuple[Bridge, Any]:
-        settings = make_settings(retry_backoff_seconds=0.01, **overrides)
-        bridge = Bridge(settings, redis_server.url)
-        bridge.launcher = FakeLauncher(lambda: bridge.window, fail)
-        return bridge, bridge.launcher
+) -> Callable[..., Bridge]:
+    """A Bridge with a fake launcher, built inside the running event loop."""
+
+    def make(launcher: FakeLauncher | None = None, **overrides: object) -> Bridge:
+        settings = make_settings(**{"retry_backoff_seconds": 0.01, **overrides})
+        launcher = launcher or FakeLauncher()
+        bridge = Bridge(settings, redis_server.url, launcher=launcher)
+        launcher.window = lambda: bridge.window
+        return bridge
 
     return make
 
 
-def test_window_and_lookahead_bound_the_work_without_ray(
-    make_bridge: Callable[..., tuple[Bridge, FakeLauncher]],
-    redis_client: redis.Redis,
-    names: RedisNames,
+def test_window_and_lookahead_bound_the_work(
+    make_bridge: Callable[..., Bridge], redis_client: redis.Redis, names: RedisNames
 ) -> None:
-    bridge, launcher = make_bridge(window=5, download_lookahead=1)
     job_ids = [f"fake-{n}" for n in range(15)]
     for job_id in job_ids:
         xadd_raw(redis_client, names, video(job_id))
-    asyncio.run(run_until_done(bridge, redis_client, names))
+    launcher = FakeLauncher()
 
-    assert {s.status for s in states(redis_client, names, job_ids).values()} == {
-        JobStatus.COMPLETED
-    }
+    async def main() -> Bridge:
+        bridge = make_bridge(launcher, window=5, download_lookahead=1)
+        await run_bridge(bridge, lambda: until(lambda: group_idle(redis_client, names)))
+        return bridge
+
+    bridge = asyncio.run(main())
+    found = states(redis_client, names, job_ids)
+    assert {s.status for s in found.values()} == {JobStatus.COMPLETED}
     assert bridge.window.high_water == 5
     assert launcher.most_on_node <= 2  # one analyser + a look-ahead of one
-    assert count_events(events(redis_client, names), EventType.COMPLETED) == dict.fromkeys(
-        job_ids, 1
-    )
+    completed = count_events(events(redis_client, names), EventType.COMPLETED)
+    assert completed == dict.fromkeys(job_ids, 1)
 
 
-def test_retry_runs_again_from_the_failed_step_without_ray(
-    make_bridge: Callable[..., tuple[Bridge, FakeLauncher]],
+def test_a_cancel_request_stops_a_running_job(
+    make_bridge: Callable[..., Bridge], redis_client: redis.Redis, names: RedisNames
+) -> None:
+    client = Client(redis_client, names)
+    client.submit({"url": "https://example.com/long.mp4", "job_id": "long"})
+
+    async def during(bridge: Bridge) -> None:
+        await until(lambda: "long" in bridge.window and bridge.window.get("long").refs)
+        client.cancel("long")  # through the control stream, as `vidbrief cancel` does
+        await until(lambda: group_idle(redis_client, names))
+
+    async def main() -> None:
+        bridge = make_bridge(FakeLauncher(step_s=5.0))
+        await run_bridge(bridge, lambda: during(bridge))
+
+    asyncio.run(main())
+    assert states(redis_client, names, ["long"])["long"].status is JobStatus.CANCELLED
+    assert count_events(events(redis_client, names), EventType.CANCELLED) == {"long": 1}
+
+
+def test_a_drained_bridge_leaves_its_jobs_pending_and_the_next_one_finishes_them(
+    make_bridge: Callable[..., Bridge], redis_client: redis.Redis, names: RedisNames
+) -> None:
+    job_ids = [f"drain-{n}" for n in range(4)]
+    for job_id in job_ids:
+        xadd_raw(redis_client, names, video(job_id))
+
+    async def first() -> dict[str, Any]:
+        bridge = make_bridge(FakeLauncher(step_s=5.0), window=2)
+        return await run_bridge(bridge, lambda: until(lambda: bridge.window.free == 0), grace_s=0)
+
+    stats = asyncio.run(first())
+    assert stats["left_pending"] == 2 and pending(redis_client, names) == 2
+    assert not redis_client.hexists(names.bridges, "bridge-1")  # heartbeat removed
+
+    async def second() -> None:
+        bridge = make_bridge()  # same name: its own pending entries first, then the rest
+        await run_bridge(bridge, lambda: until(lambda: group_idle(redis_client, names)))
+
+    asyncio.run(second())
+    completed = count_events(events(redis_client, names), EventType.COMPLETED)
+    assert completed == dict.fromkeys(job_ids, 1)
+
+
+def test_an_entry_being_admitted_as_a_drain_begins_stays_pending_and_does_not_run(
+    make_bridge: Callable[..., Bridge], redis_client: redis.Redis, names: RedisNames
+) -> None:
+    for job_id in ("first", "second"):
+        xadd_raw(redis_client, names, video(job_id))
+
+    async def main() -> dict[str, Any]:
+        bridge = make_bridge(FakeLauncher(step_s=5.0), window=2)
+        accept_new = bridge.stream.accept_new
+
+        async def slow_accept(*args: Any) -> bool:  # a slow Redis: the drain comes meanwhile
+            await asyncio.sleep(0.3)
+            return await accept_new(*args)
+
+        bridge.stream.accept_new = slow_accept  # type: ignore[method-assign]
+        return await run_bridge(bridge, lambda: until(lambda: bridge.window.free == 0), 0)
+
+    stats = asyncio.run(main())  # run_bridge checks that no job task outlives the drain
+    assert stats["left_pending"] == 2 and pending(redis_client, names) == 2
+    assert count_events(events(redis_client, names), EventType.COMPLETED) == {}
+
+
+class Closed:
+    """A backpressure policy that admits nothing (Ray Data's one-method interface)."""
+
+    def can_add_input(self, window: Window) -> bool:
+        return False
+
+
+def test_the_backpressure_policy_decides_whether_the_bridge_reads(
+    make_settings: Callable[..., Settings],
+    redis_server: RedisServer,
     redis_client: redis.Redis,
     names: RedisNames,
 ) -> None:
-    bridge, _ = make_bridge(fail={"twice": 2, "always": 99}, step_retries=2)
-    for job_id in ("twice", "always"):
-        xadd_raw(redis_client, names, video(job_id))
-    asyncio.run(run_until_done(bridge, redis_client, names))
+    xadd_raw(redis_client, names, video("waits"))
 
-    found = states(redis_client, names, ["twice", "always"])
-    assert found["twice"].status is JobStatus.COMPLETED and found["twice"].attempts == 3
-    assert found["always"].status is JobStatus.FAILED and found["always"].attempts == 3
-    assert found["always"].error == {
-        "class": "StepError",
-        "message": "flaky brief, attempt 3",
-        "step": "brief",
-        "retryable": True,
-    }
+    async def main() -> dict[str, Any]:
+        bridge = Bridge(make_settings(), redis_server.url, launcher=FakeLauncher(), policy=Closed())
+        heartbeat = lambda: redis_client.hget(names.bridges, "bridge-1")  # noqa: E731
+        return await run_bridge(bridge, lambda: until(heartbeat))
+
+    stats = asyncio.run(main())
+    assert stats["in_flight"] == 0 and stats["nodes"] == 1
+    assert pending(redis_client, names) == 0 and redis_client.xlen(names.jobs) == 1
+    assert not redis_client.exists(names.job("waits"))  # never read, so never accepted
+
+
+def test_the_heartbeat_shows_the_window_and_the_nodes(
+    make_bridge: Callable[..., Bridge], redis_client: redis.Redis, names: RedisNames
+) -> None:
+    beats: list[dict[str, Any]] = []
+
+    async def during() -> None:
+        await until(lambda: redis_client.hget(names.bridges, "bridge-1"))
+        beats.append(json.loads(redis_client.hget(names.bridges, "bridge-1")))
+
+    asyncio.run(run_bridge(make_bridge(window=3, heartbeat_seconds=0.05), during))
+    [beat] = beats
+    assert beat["window"] == 3 and beat["in_flight"] == 0 and beat["draining"] is False
+    assert beat["analysers"] == {"node-a": 1}
+    assert [row["node_id"] for row in beat["cluster"]] == ["node-a"]

@@ -6,12 +6,11 @@ import json
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import suppress
 
 import pytest
 import ray
 import redis
-from bridge_helpers import (
+from helpers import (
     FAST_STEPS_S,
     all_finished,
     count_events,
@@ -28,13 +27,13 @@ from ingest.client import Client
 from ingest.events import EventType
 from ingest.models import JobRequest, JobStatus
 from ingest.names import BRIDGE_GROUP, JOB_FIELD, RedisNames
-from ingest.redis_server import RedisServer, free_port
+from ingest.redis_server import free_port
 from ingest.settings import Settings
 from pipeline.chain import DOWNLOAD_SLOT, REPORT_NODE, save_output, synthetic_output
 from pipeline.context import JobContext
-from raybridge import BridgeHandle, start_bridge
+from raybridge import BridgeHandle
 
-pytestmark = [pytest.mark.ray, pytest.mark.integration]
+pytestmark = [pytest.mark.ray, pytest.mark.integration, pytest.mark.usefixtures("local_ray")]
 
 #: Logical CPUs of the module's Ray: sleeping synthetic steps need slots, not cores.
 RAY_CPUS = 8
@@ -50,26 +49,6 @@ def local_ray() -> Iterator[None]:
     )
     yield
     ray.shutdown()
-
-
-@pytest.fixture
-def bridge(
-    local_ray: None, make_settings: Callable[..., Settings], redis_server: RedisServer
-) -> Iterator[Callable[..., BridgeHandle]]:
-    """Factory: a bridge on the test Redis with synthetic steps; stopped at the end."""
-    started: list[BridgeHandle] = []
-
-    def start(**overrides: object) -> BridgeHandle:
-        overrides.setdefault("synthetic_seconds", FAST_STEPS_S)
-        settings = make_settings(step_mode="synthetic", retry_backoff_seconds=0.05, **overrides)
-        handle = start_bridge(settings, redis_server.url)
-        started.append(handle)
-        return handle
-
-    yield start
-    for handle in started:
-        with suppress(Exception):
-            handle.stop(grace_s=0)
 
 
 @pytest.mark.timeout(120)
@@ -235,9 +214,16 @@ def test_recovery_acks_finished_resumes_interrupted_and_reclaims_idle(
             "step:download:node": node,
         },
     )
-    time.sleep(0.3)  # the other bridge's entry is now idle for longer than claim_idle_ms
+    claim_idle_ms = 200
+    wait_until(
+        "the other bridge's entry idle longer than claim_idle_ms",
+        lambda: redis_client.xpending_range(
+            names.jobs, BRIDGE_GROUP, "-", "+", 1, consumername=gone, idle=claim_idle_ms + 1
+        ),
+        10,
+    )
 
-    bridge(bridge_name=me, claim_idle_ms=200, max_deliveries=5)
+    bridge(bridge_name=me, claim_idle_ms=claim_idle_ms, max_deliveries=5)
     wait_until("every entry handled", lambda: group_idle(redis_client, names))
     wait_until("jobs finished", lambda: all_finished(redis_client, names, ["half-done", "orphan"]))
 

@@ -7,10 +7,9 @@ process a test starts is stopped by its PID or process group, never by name.
 
 from __future__ import annotations
 
-import os
+import functools
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
@@ -18,15 +17,21 @@ from pathlib import Path
 import pytest
 import ray
 import redis
-from bridge_helpers import (
+from helpers import (
     alive,
     all_finished,
+    assert_pinned,
+    bridge_env,
     count_events,
     events,
     family,
     group_idle,
+    lose_node_mid_analysis,
     pending,
+    spawn_bridge_process,
+    started_on,
     states,
+    stop_group,
     video,
     wait_until,
     xadd_raw,
@@ -37,11 +42,10 @@ from ingest.events import EventType
 from ingest.models import JobStatus
 from ingest.names import RedisNames
 from ingest.redis_server import RedisServer
-from ingest.settings import Settings
 from pipeline.chain import DOWNLOAD_SLOT, REPORT_NODE
-from raybridge import BridgeHandle, start_bridge
+from raybridge import BridgeHandle
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("cluster")]
 
 STEPS_S = {"download": 0.2, "analyse": 0.5, "brief": 0.1, "report": 0.05}
 GPU_NODE = {"num_cpus": 2, "num_gpus": 1, "resources": {DOWNLOAD_SLOT: 1}}
@@ -71,22 +75,9 @@ def head_node(cluster: Cluster) -> str:
 
 
 @pytest.fixture
-def bridge(
-    cluster: Cluster, make_settings: Callable[..., Settings], redis_server: RedisServer
-) -> Iterator[Callable[..., BridgeHandle]]:
-    started: list[BridgeHandle] = []
-
-    def start(**overrides: object) -> BridgeHandle:
-        settings = make_settings(
-            **{"step_mode": "synthetic", "synthetic_seconds": STEPS_S, **overrides}
-        )
-        started.append(start_bridge(settings, redis_server.url))
-        return started[-1]
-
-    yield start
-    for handle in started:
-        with suppress(Exception):
-            handle.stop(grace_s=0)
+def bridge(bridge: Callable[..., BridgeHandle]) -> Callable[..., BridgeHandle]:
+    """conftest's bridge factory, with this module's step durations by default."""
+    return functools.partial(bridge, synthetic_seconds=STEPS_S)
 
 
 @pytest.mark.timeout(180)
@@ -112,45 +103,6 @@ def test_analysis_runs_where_the_download_ran_and_both_gpus_work(
     assert min(analysed_on.count(n) for n in gpu_nodes()) >= 4  # shared, not one node hoarding
 
 
-def bridge_env(tmp_path: Path, redis_server: RedisServer, cluster: Cluster) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDBRIEF_")}
-    env.update(
-        {
-            "VIDBRIEF_REDIS_URL": redis_server.url,
-            "VIDBRIEF_RAY_ADDRESS": cluster.address,
-            "VIDBRIEF_BRIDGE_NAME": "bridge-proc",
-            "VIDBRIEF_WINDOW": "20",
-            "VIDBRIEF_STEP_MODE": "synthetic",
-            "VIDBRIEF_SYNTHETIC_SECONDS": ",".join(f"{k}={v}" for k, v in STEPS_S.items()),
-            "VIDBRIEF_WORK_DIR": str(tmp_path / "work"),
-            "VIDBRIEF_STATE_DIR": str(tmp_path / "state"),
-            "VIDBRIEF_REPORTS_URL": str(tmp_path / "reports"),
-            "VIDBRIEF_HEARTBEAT_SECONDS": "0.2",
-            "VIDBRIEF_DRAIN_GRACE_SECONDS": "10",
-        }
-    )
-    return env
-
-
-def spawn_bridge_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """``python -m raybridge.run`` in a new session (its own process group)."""
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "raybridge.run"],
-            env=env,
-            cwd=log.parent,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def stop_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)  # start_new_session: its pgid is its pid
-
-
 @pytest.mark.chaos
 @pytest.mark.timeout(240)
 def test_bridge_process_killed_mid_flight_then_restarted_loses_and_repeats_nothing(
@@ -160,7 +112,8 @@ def test_bridge_process_killed_mid_flight_then_restarted_loses_and_repeats_nothi
     names: RedisNames,
     tmp_path: Path,
 ) -> None:
-    env, log = bridge_env(tmp_path, redis_server, cluster), tmp_path / "bridge.log"
+    env = bridge_env(tmp_path, redis_server.url, cluster.address, STEPS_S)
+    log = tmp_path / "bridge.log"
     job_ids = [f"kill-{n:02d}" for n in range(20)]
     for job_id in job_ids:
         xadd_raw(redis_client, names, video(job_id))
@@ -219,49 +172,18 @@ def test_jobs_on_a_lost_node_are_downloaded_again_elsewhere(
     redis_client: redis.Redis,
     names: RedisNames,
 ) -> None:
-    doomed = cluster.add_node(**GPU_NODE)
-    cluster.wait_for_nodes()
-    # Long analyses, so the node is removed while its work is still running, however loaded
-    # the machine is.
-    slow_analysis = {**STEPS_S, "analyse": 3.0}
-    handle = bridge(window=12, node_refresh_seconds=0.5, synthetic_seconds=slow_analysis)
-    wait_until(
-        "an analysis actor on the new node",
-        lambda: doomed.node_id in handle.stats()["analysers"],
-        60,
-    )
     job_ids = [f"lost-{n:02d}" for n in range(12)]
-    for job_id in job_ids:
-        xadd_raw(redis_client, names, video(job_id))
-    wait_until(
-        "an analysis under way on the doomed node",
-        lambda: any(
-            e.data.get("node") == doomed.node_id and e.data.get("step") == "analyse"
-            for e in events(redis_client, names)
-            if e.type == EventType.STEP_STARTED
-        ),
-        60,
+    lost, _ = lose_node_mid_analysis(
+        cluster, GPU_NODE, bridge, STEPS_S, redis_client, names, job_ids
     )
-    cluster.remove_node(doomed, allow_graceful=False)
-
     wait_until("all finished", lambda: all_finished(redis_client, names, job_ids), 150)
     found = states(redis_client, names, job_ids)
     assert {s.status for s in found.values()} == {JobStatus.COMPLETED}, {
         j: s.error for j, s in found.items() if s.error
     }
-    evs = events(redis_client, names)
-    were_there = {
-        e.job_id
-        for e in evs
-        if e.type == EventType.STEP_STARTED and e.data.get("node") == doomed.node_id
-    }
-    moved = {j for j in were_there if found[j].attempts > 1}
-    assert moved, "no job was downloaded again after its node was lost"
-    for job_id, state in found.items():
-        download, analysis = state.steps["download"].node, state.steps["analyse"].node
-        # Pinned, except that these simulated nodes share one disk: an output finished on the
-        # lost node (even by a worker that outlived its raylet a moment) may be reused.
-        assert analysis == download or doomed.node_id in (analysis, download), job_id
+    moved = {j for j in started_on(events(redis_client, names), lost)}
+    assert {j for j in moved if found[j].attempts > 1}, "no job downloaded again elsewhere"
+    assert_pinned(found, lost)
     assert count_events(events(redis_client, names), EventType.COMPLETED) == dict.fromkeys(
         job_ids, 1
     )

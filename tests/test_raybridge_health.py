@@ -25,7 +25,6 @@ from raybridge.health import (
     Figures,
     HealthMonitor,
     Thresholds,
-    cluster_table,
     default_thresholds,
     judge,
     measure,
@@ -33,6 +32,7 @@ from raybridge.health import (
 )
 from raybridge.metrics import BridgeMetrics
 from raybridge.placement import ClusterSnapshot, NodeView, choose_node
+from vidbrief.render import cluster_table
 
 GIB = 1024 * MIB
 #: A threshold no test machine's disk reaches (MiB): about 1 PiB.
@@ -270,7 +270,7 @@ def test_downloads_avoid_the_node_short_of_disk(
     redis_client: Any,
     names: Any,
 ) -> None:
-    from bridge_helpers import all_finished, states, video, wait_until, xadd_raw
+    from helpers import all_finished, states, video, wait_until, xadd_raw
 
     from raybridge import start_bridge
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 import ray
-from bridge_helpers import alive, all_finished, family, states, video, wait_until, xadd_raw
+from helpers import alive, all_finished, family, states, video, wait_until, xadd_raw
 
 from ingest.models import JobStatus
 from ingest.settings import Settings

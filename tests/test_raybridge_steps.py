@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import ray
 import redis
-from bridge_helpers import events
+from helpers import events
 
 from ingest.events import EventType
 from ingest.models import JobRequest, JobStatus, hash_fields

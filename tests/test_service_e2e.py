@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import ray
+from helpers import WEBHOOK_SECRET
 from llm_server import LLMServer
-from test_ingest_webhooks import SECRET, receiver, start_worker  # noqa: F401 (fixtures)
 
 from ingest.client import Client
-from ingest.webhooks import verify_webhook
 from raybridge import start_bridge
 from vidbrief.samples import DEMO_TALKS, ensure_demo_videos, serve_files
+from webhooks.verify import verify_webhook
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.slow]
 
@@ -55,7 +55,7 @@ def test_a_job_goes_through_the_whole_service(
             llm_base_url=llm.base_url,
             llm_model="e2e-model",
             llm_api_key=LLM_KEY,
-            webhook_secret=SECRET,
+            webhook_secret=WEBHOOK_SECRET,
             webhook_backoff_seconds=(0.2, 0.2),
             dataset_url=str(tmp_path / "dataset"),
             window=2,
@@ -102,7 +102,7 @@ def test_a_job_goes_through_the_whole_service(
 
     # The webhook: delivered once, signed, verifiable, carrying the terminal event.
     delivered = receiver.wait_for("/hook", 1, timeout_s=60)[0]
-    body = verify_webhook(delivered.body, delivered.headers, SECRET)
+    body = verify_webhook(delivered.body, delivered.headers, WEBHOOK_SECRET)
     assert body["id"] == event.id and body["type"] == "vidbrief.job.completed"
 
     # The dataset row.

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import ray
 import redis
-from bridge_helpers import FAST_STEPS_S, wait_until
+from helpers import FAST_STEPS_S, wait_until
 
 from ingest.redis_server import RedisServer, free_port, start_redis_server
 from ingest.settings import Settings
@@ -166,7 +166,7 @@ def test_a_wrong_redis_password_is_reported_without_the_password(tmp_path: Path)
 def webhook_worker(
     redis_client: redis.Redis, redis_server: RedisServer, tmp_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``python -m ingest.webhooks`` on a flushed Redis, in its own session; killed by PID."""
+    """``python -m webhooks`` on a flushed Redis, in its own session; killed by PID."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIDBRIEF_")}
     env.update(
         PYTHONPATH=str(REPO),
@@ -176,7 +176,7 @@ def webhook_worker(
     )
     with (tmp_path / "worker.log").open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ingest.webhooks"],
+            [sys.executable, "-m", "webhooks"],
             cwd=tmp_path,
             env=env,
             stdout=log,

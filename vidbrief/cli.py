@@ -11,7 +11,13 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 
-from ingest.errors import VidbriefError
+from ingest.errors import (
+    JobTimeout,
+    NotReplayable,
+    UnknownDeadLetter,
+    VidbriefError,
+    WebhookRejected,
+)
 from ingest.settings import Settings
 from vidbrief.bench import bench_app
 from vidbrief.health_check import health_app
@@ -104,7 +110,7 @@ def _wait_and_show(client, job_id: str, since: str | None, timeout: float | None
 
     try:
         event = client.wait(job_id, timeout_s=timeout, since=since)
-    except TimeoutError as e:
+    except JobTimeout as e:
         fail(str(e), code=3)
     err.print(f"{event.type} {json.dumps(event.data)}", highlight=False)
     if event.type != EventType.COMPLETED:
@@ -139,7 +145,7 @@ def status(
 def _show_cluster(as_json: bool) -> None:
     """The nodes from each bridge's heartbeat (``names.bridges``): Ray is not imported."""
     from ingest.connect import connect
-    from raybridge.health import cluster_table
+    from vidbrief.render import cluster_table
 
     s = settings()
     beats = {name: json.loads(raw) for name, raw in connect(s).hgetall(s.names.bridges).items()}
@@ -163,7 +169,7 @@ def events(
     count: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
 ) -> None:
     """Show the event stream (CloudEvents)."""
-    from ingest.live import show_events
+    from vidbrief.live import show_events
 
     show_events(producer(), follow=follow, job_id=job, types=type_, console=out, max_events=count)
 
@@ -208,8 +214,8 @@ def dead_replay(dead_id: str) -> None:
     """Put a dead letter's job back on the jobs stream."""
     try:
         new_id = producer().replay_dead(dead_id)
-    except (KeyError, ValueError) as e:
-        fail(str(e).strip("'\""), code=1)
+    except (UnknownDeadLetter, NotReplayable) as e:
+        fail(str(e), code=1)
     print(new_id)
 
 
@@ -256,7 +262,7 @@ def bridge() -> None:
 @app.command("webhook-worker")
 def webhook_worker() -> None:
     """Run the rq worker (with its scheduler) that delivers webhooks."""
-    from ingest.webhooks import run_worker
+    from webhooks.worker import run_worker
 
     raise typer.Exit(run_worker(settings()))
 
@@ -276,7 +282,7 @@ def verify_webhook_cmd(
     ] = None,
 ) -> None:
     """Verify a received webhook delivery (headers + body) with the signing secret."""
-    from ingest.webhooks import WebhookRejected, verify_webhook_files
+    from webhooks.verify import verify_webhook_files
 
     if not secret:
         fail("no secret: pass --secret or set VIDBRIEF_WEBHOOK_SECRET")

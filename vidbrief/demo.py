@@ -19,7 +19,8 @@ from rich.table import Table
 
 from ingest.client import Client
 from ingest.models import JobState
-from ingest.settings import STEP_NAMES, Settings
+from ingest.names import STEP_NAMES
+from ingest.settings import Settings
 from vidbrief.samples import DEMO_TALKS, ensure_demo_videos, serve_files
 
 DEMO_TIMEOUT_S = 900.0

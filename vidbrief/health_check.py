@@ -16,7 +16,7 @@ The bridge writes its heartbeat to the ``<prefix>:bridges`` hash every
 ``VIDBRIEF_HEARTBEAT_SECONDS`` from its actor on the Ray head (``updated_at``, seconds since the
 epoch): the age is measured with this host's clock, so hosts must keep their clocks in step
 (NTP). rq registers each webhook worker with a ``last_heartbeat`` that it renews every few
-seconds (``ingest.webhooks.WorkerTuning``), from the worker's own host.
+seconds (``webhooks.worker.WorkerTuning``), from the worker's own host.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def webhook_worker_cmd(
     ] = False,
 ) -> None:
     """Healthy when a webhook worker on this host (rq's registry in Redis) beat lately."""
-    from ingest.webhooks import WorkerTuning
+    from webhooks.worker import WorkerTuning
 
     settings = _settings()
     age = max_age if max_age is not None else float(WorkerTuning().worker_ttl_s)

@@ -21,9 +21,11 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ingest.names import ANALYSE_STEP, BRIEF_STEP, DOWNLOAD_STEP, REPORT_STEP, STEP_NAMES
+
 #: The chain's steps in order (pipeline/chain.py CHAIN; repeated here to stay import-light).
-STEPS: tuple[str, ...] = ("download", "analyse", "brief", "report")
-GPU_STEP = "analyse"
+STEPS: tuple[str, ...] = STEP_NAMES
+GPU_STEP = ANALYSE_STEP
 
 #: Durations of one job: step name → seconds.
 JobDurations = Mapping[str, float]
@@ -219,7 +221,7 @@ def gpu_gaps(run: Run) -> list[float]:
         for span, lane in sorted(
             zip(spans, assign_lanes(spans), strict=True), key=lambda p: p[0].start
         ):
-            ready = max(jobs[span.job]["download"].end, lane_end.get(lane, run.t0))
+            ready = max(jobs[span.job][DOWNLOAD_STEP].end, lane_end.get(lane, run.t0))
             gaps.append(max(0.0, span.start - ready))
             lane_end[lane] = span.end
     return gaps
@@ -228,14 +230,17 @@ def gpu_gaps(run: Run) -> list[float]:
 def handoffs(run: Run) -> dict[str, float]:
     """Median seconds lost at each hand-over of the chain (the overhead a scheduler adds)."""
     jobs = _by_job(run)
-    pairs = {"analyse_to_brief_s": ("analyse", "brief"), "brief_to_report_s": ("brief", "report")}
+    pairs = {
+        "analyse_to_brief_s": (ANALYSE_STEP, BRIEF_STEP),
+        "brief_to_report_s": (BRIEF_STEP, REPORT_STEP),
+    }
     out = {
-        "submit_to_first_start_s": min(s.start for s in run.step_spans("download")) - run.t0,
+        "submit_to_first_start_s": min(s.start for s in run.step_spans(DOWNLOAD_STEP)) - run.t0,
         "gpu_gap_s": median(gpu_gaps(run)),
     }
     for key, (a, b) in pairs.items():
         out[key] = median([j[b].start - j[a].end for j in jobs.values() if a in j and b in j])
     out["report_to_done_s"] = median(
-        [run.completions[job] - j["report"].end for job, j in jobs.items() if "report" in j]
+        [run.completions[job] - j[REPORT_STEP].end for job, j in jobs.items() if REPORT_STEP in j]
     )
     return out

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 #: Seconds every warm-up task sleeps, so that the node starts several workers side by side.
 WARM_TASK_S = 0.5
-#: Ray settings that keep a local benchmark cluster light and on loopback (FACTS.md).
+#: Ray settings that keep a local benchmark cluster light and on loopback.
 RAY_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_USAGE_STATS_ENABLED": "0",

@@ -12,9 +12,10 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ingest.names import ANALYSE_STEP, BRIEF_STEP, DOWNLOAD_STEP, REPORT_STEP
 from vidbrief.bench.bounds import Run, Span, assign_lanes
 
-STEP_GROUP = {"download": "download", "analyse": "GPU"}
+STEP_GROUP = {DOWNLOAD_STEP: DOWNLOAD_STEP, ANALYSE_STEP: "GPU"}
 LANE_HEIGHT_IN = 0.32
 PANEL_EXTRA_IN = 0.9
 FIG_WIDTH_IN = 13
@@ -29,7 +30,10 @@ def _group(span: Span, node_names: Mapping[str, str]) -> str:
 
 
 def _group_order(node_order: Sequence[str]) -> list[str]:
-    return [f"{n} {k}" for n in node_order for k in ("download", "GPU")] + ["brief", "report"]
+    return [f"{n} {k}" for n in node_order for k in (DOWNLOAD_STEP, "GPU")] + [
+        BRIEF_STEP,
+        REPORT_STEP,
+    ]
 
 
 def lanes_of(run: Run, node_names: Mapping[str, str]) -> dict[tuple[str, int], list[Span]]:

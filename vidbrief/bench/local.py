@@ -16,10 +16,11 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
+from ingest.names import ANALYSE_STEP, DOWNLOAD_STEP
 from vidbrief.bench.bounds import STEPS, Run, Span
 
 LOCAL_NODE = "local"
-LIMITED = ("download", "analyse")
+LIMITED = (DOWNLOAD_STEP, ANALYSE_STEP)
 
 
 def _job_in_threads(

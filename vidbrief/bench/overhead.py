@@ -35,7 +35,16 @@ import redis
 
 from ingest.events import EventType, parse_event
 from ingest.models import now
-from ingest.names import EVENT_FIELD, JOB_FIELD, RedisNames
+from ingest.names import (
+    ANALYSE_STEP,
+    BRIEF_STEP,
+    DOWNLOAD_STEP,
+    EVENT_FIELD,
+    JOB_FIELD,
+    REPORT_STEP,
+    STEP_NAMES,
+    RedisNames,
+)
 from vidbrief.bench.bounds import median, percentile
 from vidbrief.bench.targets import Target
 from vidbrief.bench.workloads import NodeSpec, Topology
@@ -44,8 +53,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 OVERHEAD_NODE = Topology("overhead", (NodeSpec("node-1gpu", gpus=1, download_slots=2, head=True),))
-NOOP_SECONDS = {"download": 0.0, "analyse": 0.0, "brief": 0.0, "report": 0.0}
-#: Issue #7 targets.
+NOOP_SECONDS = dict.fromkeys(STEP_NAMES, 0.0)
+#: The throughput and latency targets (targets.py).
 RAW_RAY_RATIO, RQ_RATIO = 0.8, 3.0
 LATENCY_P50_MS, LATENCY_P99_MS = 10.0, 50.0
 RQ_QUEUE = "vidbrief-bench-noop"
@@ -173,21 +182,21 @@ def raw_ray_rate(sim: Any, options: OverheadOptions) -> Rate:
         name: task.options(
             num_cpus=spec.num_cpus,
             resources=dict(spec.resources),
-            scheduling_strategy=pinned if name == "download" else "DEFAULT",
+            scheduling_strategy=pinned if name == DOWNLOAD_STEP else "DEFAULT",
         )
         for name, spec in STEPS.items()
-        if name != "analyse"
+        if name != ANALYSE_STEP
     }
     analyser = (
         ray.remote(_NoopAnalyser)
-        .options(num_gpus=1, num_cpus=STEPS["analyse"].num_cpus, scheduling_strategy=pinned)
+        .options(num_gpus=1, num_cpus=STEPS[ANALYSE_STEP].num_cpus, scheduling_strategy=pinned)
         .remote()
     )
     ray.get(analyser.ready.remote())
 
     def chain() -> Any:
-        a = analyser.analyse.remote(steps["download"].remote())
-        return steps["report"].remote(steps["brief"].remote(a))
+        a = analyser.analyse.remote(steps[DOWNLOAD_STEP].remote())
+        return steps[REPORT_STEP].remote(steps[BRIEF_STEP].remote(a))
 
     try:
         _windowed(chain, WARM_JOBS, options.window)

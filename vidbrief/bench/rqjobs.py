@@ -2,8 +2,8 @@
 
     python -m vidbrief.bench.rqjobs REDIS_URL QUEUE fork|simple
 
-rq's worker needs the main thread (signals, FACTS.md), hence a process of its own. ``fork`` is
-``rq.Worker`` (what ``rq worker`` runs: a forked work horse per job), ``simple`` is
+rq's worker needs the main thread (it installs signal handlers), hence a process of its own.
+``fork`` is ``rq.Worker`` (what ``rq worker`` runs: a forked work horse per job), ``simple`` is
 ``rq.SimpleWorker`` (jobs in the worker process itself).
 """
 

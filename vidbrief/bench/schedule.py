@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ingest.names import ANALYSE_STEP, DOWNLOAD_STEP
 from vidbrief.bench.bounds import (
     GPU_STEP,
     Run,
@@ -30,7 +31,7 @@ from vidbrief.bench.workloads import TOPOLOGIES, Topology, Workload, workloads
 
 log = logging.getLogger(__name__)
 
-#: Efficiency targets by topology (issue #7), and the GPU duty target while backlogged.
+#: Efficiency targets by topology, and the GPU duty target while backlogged.
 EFFICIENCY_TARGET = {"one-node": 0.97, "three-nodes": 0.95}
 GPU_DUTY_TARGET = 0.95
 DEFAULT_WINDOW = 8
@@ -144,9 +145,9 @@ def _pinned(run: Run) -> bool:
     """Every analysis ran on the node that downloaded its video."""
     nodes = {(s.job, s.step): s.node for s in run.spans}
     return all(
-        nodes.get((job, "analyse")) == node
+        nodes.get((job, ANALYSE_STEP)) == node
         for (job, step), node in nodes.items()
-        if step == "download"
+        if step == DOWNLOAD_STEP
     )
 
 

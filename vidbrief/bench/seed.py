@@ -19,6 +19,7 @@ import time
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ingest.names import ANALYSE_STEP, BRIEF_STEP, DOWNLOAD_STEP, REPORT_STEP
 from vidbrief.bench.bounds import Run, Span
 from vidbrief.bench.workloads import SEED_DOWNLOAD_SLOT, SEED_HEAD
 
@@ -32,32 +33,32 @@ def _work(job: str, step: str, seconds: float, earlier: list[Span]) -> list[Span
 
 @ray.remote(resources={SEED_DOWNLOAD_SLOT: 1})
 def step_a(job: str, seconds: float) -> tuple[str, list[Span]]:
-    spans = _work(job, "download", seconds, [])
+    spans = _work(job, DOWNLOAD_STEP, seconds, [])
     return spans[-1].node, spans
 
 
 @ray.remote(num_gpus=1)
 def step_b(job: str, seconds: float, earlier: list[Span]) -> list[Span]:
-    return _work(job, "analyse", seconds, earlier)
+    return _work(job, ANALYSE_STEP, seconds, earlier)
 
 
 @ray.remote
 def step_c(job: str, seconds: float, earlier: list[Span]) -> list[Span]:
-    return _work(job, "brief", seconds, earlier)
+    return _work(job, BRIEF_STEP, seconds, earlier)
 
 
 @ray.remote(resources={SEED_HEAD: 1})
 def step_d(job: str, seconds: float, earlier: list[Span]) -> list[Span]:
-    return _work(job, "report", seconds, earlier)
+    return _work(job, REPORT_STEP, seconds, earlier)
 
 
 def schedule_task(job: str, seconds: dict[str, float]) -> ray.ObjectRef:
     """The article's ``schedule_task``: wait for the download, then chain the rest."""
-    node, spans = ray.get(step_a.remote(job, seconds["download"]))
+    node, spans = ray.get(step_a.remote(job, seconds[DOWNLOAD_STEP]))
     pinned = NodeAffinitySchedulingStrategy(node, soft=False)
-    future_b = step_b.options(scheduling_strategy=pinned).remote(job, seconds["analyse"], spans)
-    future_c = step_c.remote(job, seconds["brief"], future_b)
-    return step_d.remote(job, seconds["report"], future_c)
+    future_b = step_b.options(scheduling_strategy=pinned).remote(job, seconds[ANALYSE_STEP], spans)
+    future_c = step_c.remote(job, seconds[BRIEF_STEP], future_b)
+    return step_d.remote(job, seconds[REPORT_STEP], future_c)
 
 
 def run_seed(durations: dict[str, dict[str, float]]) -> Run:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ingest.settings import STEP_NAMES, Settings
+from ingest.names import ANALYSE_STEP, BRIEF_STEP, DOWNLOAD_STEP, REPORT_STEP, STEP_NAMES
+from ingest.settings import Settings
 from vidbrief.samples import DEMO_TALKS, make_sample_video, serve_files
 
 log = logging.getLogger(__name__)
@@ -103,18 +104,18 @@ def _standalone(url: str, settings: Settings, job_id: str) -> dict[str, Any]:
 
     ctx = JobContext(job_id, JobRequest(url=url, job_id=job_id), settings)
     seconds: dict[str, float] = {}
-    media = _timed(seconds, "download", download.run, ctx)
-    analysis = _timed(seconds, "analyse", analyse.run, ctx, media)
-    written = _timed(seconds, "brief", brief.run, ctx, media, analysis)
-    files = _timed(seconds, "report", report.run, ctx, media, analysis, written)
+    media = _timed(seconds, DOWNLOAD_STEP, download.run, ctx)
+    analysis = _timed(seconds, ANALYSE_STEP, analyse.run, ctx, media)
+    written = _timed(seconds, BRIEF_STEP, brief.run, ctx, media, analysis)
+    files = _timed(seconds, REPORT_STEP, report.run, ctx, media, analysis, written)
     sizes = artefacts.sizes(analysis)
     duration = analysis.duration_s or 1.0
     figures = {
-        "download_mb_per_s": media.size_bytes / 1e6 / seconds["download"],
+        "download_mb_per_s": media.size_bytes / 1e6 / seconds[DOWNLOAD_STEP],
         "frames_sampled_per_s": analysis.frames_sampled / max(analysis.timings["decode_s"], 1e-9),
         "speech_rtf": analysis.timings["asr_s"] / duration,
         "pdf_pages": files.pages,
-        "pdf_pages_per_s": files.pages / seconds["report"],
+        "pdf_pages_per_s": files.pages / seconds[REPORT_STEP],
         "analysis_json_bytes": sizes.raw_bytes,
         "analysis_zstd_bytes": sizes.compressed_bytes,
         "zstd_ratio": sizes.ratio,

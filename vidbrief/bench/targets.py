@@ -1,4 +1,4 @@
-"""Targets of the benchmarks (issue #7): a measured value against a threshold, met or missed."""
+"""Targets of the benchmarks: a measured value against a threshold, met or missed."""
 
 from __future__ import annotations
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ingest.names import ANALYSE_STEP, BRIEF_STEP, DOWNLOAD_STEP, REPORT_STEP
 from vidbrief.bench.bounds import STEPS, JobDurations
 
 #: The seed article's durations (10 s, 30 s, 6 s, 1 s) scaled by 0.1.
-SEED_EXAMPLE_S = {"download": 1.0, "analyse": 3.0, "brief": 0.6, "report": 0.1}
+SEED_EXAMPLE_S = {DOWNLOAD_STEP: 1.0, ANALYSE_STEP: 3.0, BRIEF_STEP: 0.6, REPORT_STEP: 0.1}
 MIX_JITTER = 0.5
 #: Logical CPUs per simulated node: steps sleep, so more than the 2 real cores is fine.
 NODE_CPUS = 4
@@ -112,7 +113,7 @@ class Topology:
 
     def servers(self) -> dict[str, float]:
         """Servers per resource class for the lower bound (brief, report: never the limit)."""
-        return {"download": self.download_slots, "analyse": self.gpus}
+        return {DOWNLOAD_STEP: self.download_slots, ANALYSE_STEP: self.gpus}
 
 
 ONE_NODE = Topology("one-node", (NodeSpec("node-1gpu", gpus=1, download_slots=1, head=True),))

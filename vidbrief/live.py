@@ -1,15 +1,13 @@
 """The live event view behind ``vidbrief events [--follow]``.
 
 Recent events print as one table; ``follow`` then streams one aligned line per new event
-(a growing Live table would redraw the whole screen and cannot be piped). Filters: one job id,
-and event types — exact (``vidbrief.job.failed``), a prefix (``vidbrief.step``) or a glob
-(``vidbrief.step.*``).
+(a growing Live table would redraw the whole screen and cannot be piped). Which events is
+``ingest.events.EventFilter``'s business (one job id, event types); this module only shows them.
 """
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 from rich.console import Console
@@ -17,11 +15,9 @@ from rich.table import Table
 from rich.text import Text
 
 from ingest.client import Client
-from ingest.events import Event, parse_event
-from ingest.names import EVENT_FIELD
+from ingest.events import Event, EventFilter
 
 RECENT_EVENTS = 50  # what the non-follow view (and the start of follow) shows at most
-RECENT_SCAN_EVENTS = 2_000  # ...found among this many newest events (filters apply to these)
 SUMMARY_CHARS = 80
 # (name, width of the follow view's column; 0: the rest of the line)
 COLUMNS = (("time", 12), ("type", 15), ("job", 20), ("step", 8), ("node", 12), ("summary", 0))
@@ -38,7 +34,7 @@ TYPE_STYLE = {
     "vidbrief.step.completed": "white",
 }
 
-__all__ = ["event_matches", "show_events"]
+__all__ = ["event_line", "events_table", "show_events"]
 
 
 def show_events(
@@ -54,9 +50,9 @@ def show_events(
     Stops after ``max_events`` shown, at the end of the stream without ``follow``, or on Ctrl-C.
     """
     console = console or Console()
-    wanted = _Filter(job_id, tuple(types or ()))
+    wanted = EventFilter(job_id, tuple(types or ()))
     keep = RECENT_EVENTS if max_events is None else min(RECENT_EVENTS, max_events)
-    recent, last_seen = _recent(client, wanted, keep)
+    recent, last_seen = client.recent_events(wanted, keep)
     if recent or not follow:
         console.print(events_table(recent))
     shown = len(recent)
@@ -65,44 +61,12 @@ def show_events(
     return shown + _stream(client, last_seen, wanted, console, _remaining(max_events, shown))
 
 
-def event_matches(event: Event, job_id: str | None, types: Iterable[str]) -> bool:
-    """True when ``event`` is about ``job_id`` (if given) and of one of ``types`` (if any)."""
-    return _Filter(job_id, tuple(types))(event)
-
-
-class _Filter:
-    def __init__(self, job_id: str | None, patterns: tuple[str, ...]) -> None:
-        self.job_id = job_id
-        self.patterns = patterns
-
-    def __call__(self, event: Event) -> bool:
-        if self.job_id is not None and event.job_id != self.job_id:
-            return False
-        return not self.patterns or any(_type_matches(event.type, p) for p in self.patterns)
-
-
-def _type_matches(type_: str, pattern: str) -> bool:
-    if any(c in pattern for c in "*?["):
-        return fnmatch.fnmatchcase(type_, pattern)
-    return type_ == pattern or type_.startswith(pattern.rstrip(".") + ".")
-
-
-def _recent(client: Client, wanted: _Filter, keep: int) -> tuple[list[Event], str]:
-    """The ``keep`` newest matching events among the RECENT_SCAN_EVENTS newest, oldest first,
-    and the id of the newest event scanned (where following starts)."""
-    newest = client.redis.xrevrange(client.names.events, count=RECENT_SCAN_EVENTS)
-    events = (parse_event(fields[EVENT_FIELD], sid) for sid, fields in reversed(newest))
-    matching = [e for e in events if wanted(e)]
-    last_seen = newest[0][0] if newest else "0-0"
-    return (matching[-keep:] if keep else []), last_seen
-
-
 def _remaining(max_events: int | None, shown: int) -> int | None:
     return None if max_events is None else max_events - shown
 
 
 def _stream(
-    client: Client, since: str, wanted: _Filter, console: Console, limit: int | None
+    client: Client, since: str, wanted: EventFilter, console: Console, limit: int | None
 ) -> int:
     console.print(_header_line(), highlight=False)
     shown = 0
@@ -117,7 +81,7 @@ def _stream(
     return shown
 
 
-def _matching(events: Iterator[Event], wanted: _Filter) -> Iterator[Event]:
+def _matching(events: Iterator[Event], wanted: EventFilter) -> Iterator[Event]:
     return (e for e in events if wanted(e))
 
 

@@ -1,0 +1,73 @@
+"""Storing a job's outcome: the job hash, its terminal event and the XACK in one script, then
+what follows it (announce.py: the webhook and the dataset row).
+
+The terminal event's data carries the step durations from the job hash and, for a completed
+job, the result (report and result files); its id is ``<job_id>/<status>``, the same if a
+restarted bridge stores the outcome again (then the script only acknowledges the entry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ingest.events import build_event
+from ingest.models import JobState, hash_fields, now
+from raybridge.announce import Announcer
+from raybridge.metrics import BridgeMetrics
+from raybridge.outcome import Outcome
+from raybridge.stream import JobStream
+
+
+@dataclass
+class Finisher:
+    """Stores outcomes for one bridge and announces the ones it stored."""
+
+    stream: JobStream
+    metrics: BridgeMetrics
+    announcer: Announcer
+    source: str
+
+    async def store(
+        self, job_id: str, stream_id: str, outcome: Outcome, state: JobState | None = None
+    ) -> None:
+        """Job hash + terminal event + XACK, atomically (JobStream.finish); then announce."""
+        state = state or await self.stream.job_state(job_id)
+        seconds = step_seconds(state)
+        t = now()
+        fields = hash_fields(
+            status=outcome.status,
+            finished_at=t,
+            updated_at=t,
+            result=outcome.result,
+            error=outcome.error,
+        )
+        data = _data(outcome, state, seconds)
+        event = build_event(outcome.event_type, job_id, self.source, str(outcome.status), data)
+        if not await self.stream.finish(job_id, stream_id, fields, event):
+            return
+        self.metrics.finished.labels(outcome=str(outcome.status)).inc()
+        self.metrics.observe_steps(seconds)
+        if state is not None:
+            stored = state.model_copy(update={"finished_at": t, "updated_at": t})
+            await self.announcer.finished(stored, outcome, event)
+
+
+def _data(outcome: Outcome, state: JobState | None, seconds: dict[str, float]) -> dict[str, Any]:
+    """The terminal event's data: status, step durations, attempts, then result or error."""
+    data: dict[str, Any] = {
+        "status": str(outcome.status),
+        "step_seconds": seconds,
+        "attempts": state.attempts if state else 0,
+    }
+    data.update(outcome.result or {})
+    if outcome.error:
+        data["error"] = outcome.error
+    return data
+
+
+def step_seconds(state: JobState | None) -> dict[str, float]:
+    """How long each finished step took, from the job hash."""
+    if state is None:
+        return {}
+    return {step: round(t.seconds, 6) for step, t in state.steps.items() if t.seconds is not None}

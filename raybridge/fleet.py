@@ -1,0 +1,242 @@
+"""The nodes as one bridge sees them: their analysis actors, their health, and which job
+downloads where.
+
+    refresh_nodes()    every node_refresh_seconds: new nodes get analysis actors (warmed before
+                       they count), dead nodes lose theirs and their pace
+    refresh_health()   the same period: health.py's probes; an unhealthy node takes no download
+    acquire_node()     a job waits here, in read order, until placement (placement.py, over
+                       snapshot()) gives it a node; dispatch() runs whenever room may have
+                       appeared: a download ended, a job left its node, a node or actor came
+    downloaded(),      the job's phase moves on and pace.py times the node, which sets how far
+    analysed()         ahead of its GPUs the node downloads
+
+Nothing here talks to Redis; Ray only through the injected launcher and health monitor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable
+from dataclasses import replace
+from typing import Any
+
+from ingest.names import ANALYSE_STEP
+from ingest.settings import Settings
+from raybridge.health import HealthMonitor
+from raybridge.metrics import BridgeMetrics
+from raybridge.outcome import Failure
+from raybridge.pace import Pace
+from raybridge.placement import ClusterSnapshot, NodeView, analysers_wanted, choose_node
+from raybridge.protocols import Launcher
+from raybridge.window import Phase, Slot, Window
+
+log = logging.getLogger(__name__)
+
+#: How long start-up waits for the analysis actors to be warm before reading anyway.
+ANALYSER_WARM_TIMEOUT_S = 120.0
+#: Failures after which an analysis actor is gone for good (a fresh one replaces it).
+ANALYSER_GONE = frozenset({"ActorDiedError", "ActorUnschedulableError"})
+NO_ANALYSER_HINT = (
+    "no node can analyse: give nodes download slots and GPUs, e.g. "
+    "`ray start --num-gpus=1 --resources='{\"vidbrief_download\": 2}'` "
+    "(or set VIDBRIEF_ANALYSIS_ON=cpu); jobs wait in the window until one can"
+)
+
+
+class Fleet:
+    """Nodes, analysis actors, node health and the queue of jobs waiting for a node."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        launcher: Launcher,
+        window: Window,
+        metrics: BridgeMetrics,
+        health: HealthMonitor | None = None,
+    ) -> None:
+        self.settings = settings
+        self.launcher = launcher
+        self.window = window
+        self.metrics = metrics
+        self.health = health  # None: every node counts as healthy
+        self.pace = Pace()
+        self.nodes: list[NodeView] = []
+        #: Warm analysis actors per node id.
+        self.analysers: dict[str, list[Any]] = {}
+        self._warming: dict[str, set[asyncio.Task[None]]] = {}
+        self._on_gpus: bool | None = None
+        self._waiting: deque[tuple[Slot, str | None, asyncio.Future[str]]] = deque()
+
+    # -- nodes and analysis actors ----------------------------------------------------------
+
+    async def refresh_nodes(self) -> None:
+        """Read the nodes; start analysis actors where they are missing, forget dead nodes."""
+        self.nodes = await asyncio.to_thread(self.launcher.nodes)
+        snapshot = ClusterSnapshot(tuple(self.nodes))
+        if self._on_gpus is None and snapshot.alive_ids:
+            mode = self.settings.analysis_on
+            self._on_gpus = mode == "gpu" or (mode == "auto" and snapshot.has_gpus)
+        for node in self.nodes:
+            self._fit_analysers(node)
+        self.dispatch()
+
+    def _fit_analysers(self, node: NodeView) -> None:
+        if not node.alive:
+            self.analysers.pop(node.node_id, None)  # its actors died with it
+            self.pace.forget(node.node_id)
+            return
+        wanted = analysers_wanted(
+            node, on_gpus=bool(self._on_gpus), cpu_per_node=self.settings.cpu_analysers_per_node
+        )
+        warming = self._warming.setdefault(node.node_id, set())
+        have = len(self.analysers.get(node.node_id, ())) + len(warming)
+        for _ in range(wanted - have):
+            handle, ready = self.launcher.start_analyser(node.node_id, on_gpu=bool(self._on_gpus))
+            task = asyncio.create_task(self._warm(node.node_id, handle, ready))
+            warming.add(task)
+            task.add_done_callback(warming.discard)
+
+    async def _warm(self, node_id: str, handle: Any, ready: Awaitable[Any]) -> None:
+        try:
+            await ready
+        except Exception as e:  # unschedulable, crashed in warm-up: the next refresh retries
+            log.warning("analysis actor on node %s did not start: %s", node_id, e)
+            return
+        self.analysers.setdefault(node_id, []).append(handle)
+        self.dispatch()
+
+    async def wait_warm(self) -> None:
+        """Wait (bounded) for the analysis actors being started; warn if none can analyse."""
+        warming = self.warming_tasks()
+        if warming:
+            await asyncio.wait(warming, timeout=ANALYSER_WARM_TIMEOUT_S)
+        if not any(self.analysers.values()):
+            log.warning(NO_ANALYSER_HINT)
+
+    def warming_tasks(self) -> list[asyncio.Task[None]]:
+        return [t for tasks in self._warming.values() for t in tasks]
+
+    def analyser_for(self, node_id: str | None) -> Any:
+        """The node's analysis actor with the fewest of this window's jobs bound for it."""
+        handles = self.analysers.get(node_id or "", [])
+        return min(handles, key=self.window.queued_on, default=None)
+
+    def drop_analyser(self, analyser: Any, failure: Failure) -> None:
+        """Forget an analysis actor that died for good; the next refresh starts a new one."""
+        if failure.step != ANALYSE_STEP or failure.error_class not in ANALYSER_GONE:
+            return
+        for handles in self.analysers.values():
+            if analyser in handles:
+                handles.remove(analyser)
+                self.launcher.stop_analyser(analyser)
+
+    # -- health -----------------------------------------------------------------------------
+
+    async def refresh_health(self) -> None:
+        """Measure every alive node (health.py); a node that recovered may take waiting jobs."""
+        if self.health is None:
+            return
+        await self.health.refresh(n.node_id for n in self.nodes if n.alive)
+        self.metrics.observe_health(self.health.all().values())
+        self.dispatch()
+
+    def close(self) -> None:
+        if self.health is not None:
+            self.health.close()
+
+    # -- placement --------------------------------------------------------------------------
+
+    async def acquire_node(self, slot: Slot, prefer: str | None) -> str:
+        """Wait (in read order) until placement gives this job a node; assign it there."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting.append((slot, prefer, future))
+        self.dispatch()
+        return await future
+
+    def dispatch(self) -> None:
+        """Give waiting jobs nodes, first come first served, while nodes have room."""
+        while self._waiting:
+            slot, prefer, future = self._waiting[0]
+            if future.done():
+                self._waiting.popleft()
+                continue
+            node = choose_node(
+                self.snapshot(), lookahead=self.settings.download_lookahead, prefer=prefer
+            )
+            if node is None:
+                return
+            self._waiting.popleft()
+            self.window.assign(slot.job_id, node)
+            self.metrics.placed_on(node)
+            future.set_result(node)
+
+    def leave_node(self, slot: Slot, phase: Phase) -> None:
+        """The job no longer holds its node (its analysis ended, or it stopped)."""
+        if slot.job_id in self.window and slot.node_id is not None:
+            self.window.advance(slot.job_id, phase)
+            self.dispatch()
+
+    def downloaded(self, slot: Slot, t: float) -> None:
+        """The job's download ended at ``t``: a download slot is free for the next job."""
+        if slot.node_id and slot.launched_at is not None:
+            self.pace.downloaded(slot.node_id, slot.launched_at, t)
+        slot.downloaded_at = t
+        self.window.advance(slot.job_id, Phase.ANALYSING)
+        self.dispatch()
+
+    def analysed(self, slot: Slot, t: float) -> None:
+        """The job's analysis ended at ``t``: it leaves its node for the last steps."""
+        if slot.node_id and slot.downloaded_at is not None:
+            self.pace.analysed(slot.node_id, slot.analyser, slot.downloaded_at, t)
+        self.leave_node(slot, Phase.FINISHING)
+
+    def snapshot(self) -> ClusterSnapshot:
+        """The nodes now, with this window's jobs on them, their look-ahead and health."""
+        nodes = tuple(
+            replace(
+                n,
+                analysers=(analysers := len(self.analysers.get(n.node_id, ()))),
+                lookahead=self.pace.lookahead(n.node_id, analysers),
+                **self._verdict(n.node_id),
+            )
+            for n in self.nodes
+        )
+        return ClusterSnapshot(nodes).with_assigned(
+            self.window.assigned_per_node(), self.window.downloading_per_node()
+        )
+
+    def _verdict(self, node_id: str) -> dict[str, Any]:
+        health = self.health.get(node_id) if self.health is not None else None
+        healthy, reason = health.verdict if health is not None else (True, "")
+        return {"healthy": healthy, "health_reason": reason}
+
+    # -- for the heartbeat ------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Alive nodes, analysers per node, and a row per alive node (``status --cluster``)."""
+        return {
+            "nodes": len([n for n in self.nodes if n.alive]),
+            "analysers": {node: len(h) for node, h in self.analysers.items() if h},
+            "cluster": self._rows(),
+        }
+
+    def _rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for node in self.snapshot().nodes:
+            if not node.alive:
+                continue
+            health = self.health.get(node.node_id) if self.health is not None else None
+            row: dict[str, Any] = {
+                "node_id": node.node_id,
+                "gpus": node.gpus,
+                "download_slots": node.download_slots,
+                "analysers": node.analysers,
+                "assigned": node.assigned,
+                "capacity": node.capacity(self.settings.download_lookahead),
+                **self.pace.as_dict(node.node_id),
+            }
+            row.update(health.as_dict() if health is not None else {"healthy": True})
+            rows.append(row)
+        return rows

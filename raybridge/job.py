@@ -1,0 +1,171 @@
+"""One job's coroutine: place it, launch its chain, follow its refs, retry, store the outcome.
+
+    attempt ─▶ node (fleet.acquire_node) ─▶ analyser on that node ─▶ launcher.launch(...)
+       ▲          │                                                         │
+       │          └ kept: a resumed job's download node, or steps done ◀────┤ await each ref
+       │                                                                    ▼
+       ├── retryable failure, retries left: back off, run again from the failed step
+       ├── node lost or cancelled by Ray, moves left: download again elsewhere
+       └── otherwise: the outcome (completed, failed, cancelled) ─▶ finish.py
+
+A cancel request (the bridge cancels the task) ends it as cancelled; a bridge that stops
+cancels it too, and then nothing is stored: the entry stays pending for the next bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+from redis.exceptions import RedisError
+
+from ingest.models import JobRequest
+from ingest.names import ANALYSE_STEP, DOWNLOAD_STEP
+from ingest.settings import Settings
+from pipeline.chain import CHAIN
+from pipeline.context import JobContext
+from raybridge.finish import Finisher
+from raybridge.fleet import Fleet
+from raybridge.outcome import Failure, FailureKind, Outcome
+from raybridge.protocols import Launcher
+from raybridge.stream import JobStream
+from raybridge.window import Phase, Slot
+
+log = logging.getLogger(__name__)
+
+#: Longest wait between retries of a step, whatever the backoff doubling says.
+MAX_BACKOFF_S = 60.0
+#: How long a failed attempt waits for its later steps to report the same failure.
+SETTLE_S = 10.0
+STEP_NAMES_IN_ORDER = tuple(s.name for s in CHAIN)
+LAST_STEP = CHAIN[-1].name
+
+
+@dataclass
+class JobRunner:
+    """Runs jobs' chains for one bridge; one :meth:`run` coroutine per job."""
+
+    settings: Settings
+    stream: JobStream
+    fleet: Fleet
+    launcher: Launcher
+    finisher: Finisher
+
+    async def run(self, slot: Slot, request: JobRequest, prefer: str | None) -> None:
+        """Run the job and store its outcome; a Redis or bridge error leaves it pending."""
+        try:
+            outcome = await self._outcome(slot, request, prefer)
+            slot.finishing = True  # from here on a cancel comes too late
+            await self.finisher.store(slot.job_id, slot.stream_id, outcome)
+        except (RedisError, OSError) as e:
+            log.warning("job %s: outcome not stored, entry stays pending: %s", slot.job_id, e)
+        except Exception:
+            log.exception("job %s: bridge error; entry stays pending", slot.job_id)
+
+    async def _outcome(self, slot: Slot, request: JobRequest, prefer: str | None) -> Outcome:
+        try:
+            return await self._execute(slot, request, prefer)
+        except asyncio.CancelledError:
+            if not slot.cancelled:
+                raise  # the bridge is stopping: the entry stays pending
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            return Outcome.cancelled()
+        finally:
+            self.fleet.leave_node(slot, Phase.FINISHING)
+
+    async def _execute(self, slot: Slot, request: JobRequest, prefer: str | None) -> Outcome:
+        """Attempts until the chain completes, fails for good, or runs out of retries."""
+        done: dict[str, Any] = {}
+        retries = moves = 0
+        while not slot.cancelled:
+            outputs, failure = await self._attempt(slot, request, done, prefer)
+            if failure is None:
+                return Outcome.completed(_as_json(outputs[LAST_STEP]))
+            if failure.kind is FailureKind.RETRYABLE and retries < self.settings.step_retries:
+                retries += 1
+                done = _kept_before(slot, failure.step)
+                await asyncio.sleep(self._backoff_s(retries))
+            elif _relocatable(failure) and moves < self.settings.placement_retries:
+                moves, done, prefer = moves + 1, {}, None
+                self.fleet.drop_analyser(slot.analyser, failure)
+                log.warning("job %s: %s; downloading again elsewhere", slot.job_id, failure.message)
+                await self.fleet.refresh_nodes()
+            else:
+                return Outcome.failed(failure)
+        return Outcome.cancelled()
+
+    async def _attempt(
+        self, slot: Slot, request: JobRequest, done: dict[str, Any], prefer: str | None
+    ) -> tuple[dict[str, Any], Failure | None]:
+        if DOWNLOAD_STEP not in done:
+            self.fleet.leave_node(slot, Phase.WAITING)
+            await self.fleet.acquire_node(slot, prefer)
+        if ANALYSE_STEP not in done:
+            slot.analyser = self.fleet.analyser_for(slot.node_id)
+            if slot.analyser is None:
+                return {}, Failure(
+                    FailureKind.NODE_LOST,
+                    ANALYSE_STEP,
+                    "NoAnalyser",
+                    f"node {slot.node_id} has no analysis actor any more",
+                )
+        slot.attempt = await self.stream.begin_attempt(slot.job_id)
+        ctx = JobContext(slot.job_id, request, self.settings, slot.attempt)
+        slot.launched_at = time.monotonic() if DOWNLOAD_STEP not in done else None
+        slot.refs = self.launcher.launch(ctx, slot.node_id or "", slot.analyser, done)
+        return await self._follow(slot)
+
+    async def _follow(self, slot: Slot) -> tuple[dict[str, Any], Failure | None]:
+        """Await each step's ref in chain order; the first error names the failed step."""
+        outputs: dict[str, Any] = {}
+        for step, ref in slot.refs.items():
+            try:
+                outputs[step] = await ref
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the step's error or Ray's, wrapped by Ray
+                await _settle(list(slot.refs.values())[len(outputs) + 1 :])
+                return outputs, self.launcher.classify(e, step)
+            self._step_done(slot, step)
+        return outputs, None
+
+    def _step_done(self, slot: Slot, step: str) -> None:
+        if step == DOWNLOAD_STEP and slot.phase is Phase.DOWNLOADING:
+            self.fleet.downloaded(slot, time.monotonic())
+        elif step == ANALYSE_STEP:
+            self.fleet.analysed(slot, time.monotonic())
+
+    def _backoff_s(self, retry: int) -> float:
+        return min(self.settings.retry_backoff_seconds * 2 ** (retry - 1), MAX_BACKOFF_S)
+
+
+def _kept_before(slot: Slot, step: str) -> dict[str, Any]:
+    """Refs of the steps before ``step``: a retry runs only ``step`` and what follows."""
+    names = STEP_NAMES_IN_ORDER
+    cut = names.index(step) if step in names else 0
+    return {name: slot.refs[name] for name in names[:cut]}
+
+
+async def _settle(refs: list[Any]) -> None:
+    """Collect the errors of the steps after a failed one (they fail at once, with the same
+    error), so that Ray does not log each of them as an unhandled error."""
+    if refs:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*refs, return_exceptions=True), SETTLE_S)
+
+
+def _relocatable(failure: Failure) -> bool:
+    return failure.kind in (FailureKind.NODE_LOST, FailureKind.CANCELLED)
+
+
+def _as_json(output: Any) -> dict[str, Any]:
+    if isinstance(output, BaseModel):
+        return output.model_dump(mode="json")
+    return dict(output) if isinstance(output, dict) else {"value": output}

@@ -1,0 +1,47 @@
+"""What the bridge needs from the outside world, as Protocols (httpx's ``Client(transport=...)``).
+
+The bridge is built with a :class:`Launcher` (and a health monitor) passed in: ``run.py``
+builds the Ray ones at the edge, the tests pass fakes whose steps are asyncio sleeps. Nothing in
+the bridge's loop imports Ray.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Iterable, Mapping
+from typing import Any, Protocol
+
+from pipeline.context import JobContext
+from raybridge.outcome import Failure
+from raybridge.placement import NodeView
+
+
+class Launcher(Protocol):
+    """Runs chains and analysis actors somewhere; the bridge only holds the handles it returns.
+
+    A *ref* is anything awaitable that yields a step's output or raises its error (a Ray
+    ObjectRef); an *analyser* is an opaque handle on one analysis actor.
+    """
+
+    def nodes(self) -> list[NodeView]:
+        """Every node known, alive or not (blocking: the bridge calls it in a thread)."""
+        ...
+
+    def start_analyser(self, node_id: str, *, on_gpu: bool) -> tuple[Any, Awaitable[Any]]:
+        """A new analysis actor on ``node_id``, and what to await until it is warm."""
+        ...
+
+    def stop_analyser(self, handle: Any) -> None: ...
+
+    def launch(
+        self, ctx: JobContext, node_id: str, analyser: Any, done: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Submit the steps not in ``done``; return every step's ref, in chain order."""
+        ...
+
+    def cancel(self, refs: Iterable[Any]) -> None:
+        """Stop the chain's steps that have not finished (finished ones are left alone)."""
+        ...
+
+    def classify(self, error: BaseException, step: str) -> Failure:
+        """What a step's error means for the job (retry, fail, place elsewhere, cancelled)."""
+        ...

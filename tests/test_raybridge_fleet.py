@@ -1,0 +1,156 @@
+"""The fleet with a fake launcher and no Redis: analysis actors per node, jobs waiting for a
+node in read order, node health, dead analysers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fake_launcher import FakeLauncher
+
+from ingest.settings import Settings
+from raybridge.health import MIB, HealthMonitor
+from raybridge.metrics import BridgeMetrics
+from raybridge.outcome import Failure, FailureKind
+from raybridge.placement import NodeView
+from raybridge.window import Phase, Slot, Window
+
+TWO_GPUS = NodeView("a", gpus=2, download_slots=2)
+ONE_GPU = NodeView("b", gpus=1, download_slots=1)
+
+
+def fleet_of(
+    settings: Settings,
+    nodes: list[NodeView],
+    window: int = 8,
+    probe: Callable[[str], Any] | None = None,
+) -> tuple[Any, FakeLauncher]:
+    from raybridge.fleet import Fleet
+
+    launcher = FakeLauncher(nodes=nodes)
+    health = HealthMonitor(settings, probe, timeout_s=1) if probe else None
+    return Fleet(settings, launcher, Window(window), BridgeMetrics(), health), launcher
+
+
+def counts(analysers: Mapping[str, list[Any]]) -> dict[str, int]:
+    return {node: len(handles) for node, handles in analysers.items() if handles}
+
+
+def test_one_analyser_per_gpu_none_without_download_slots_and_none_on_dead_nodes(
+    make_settings: Callable[..., Settings],
+) -> None:
+    no_slot = NodeView("c", gpus=1, download_slots=0)
+    dead = NodeView("d", alive=False, gpus=1, download_slots=1)
+
+    async def main() -> tuple[dict[str, int], dict[str, int]]:
+        fleet, launcher = fleet_of(make_settings(), [TWO_GPUS, ONE_GPU, no_slot, dead])
+        await fleet.refresh_nodes()
+        await fleet.wait_warm()
+        before = counts(fleet.analysers)
+        launcher.node_views = [NodeView("a", alive=False, gpus=2, download_slots=2), ONE_GPU]
+        await fleet.refresh_nodes()
+        return before, counts(fleet.analysers)
+
+    before, after = asyncio.run(main())
+    assert before == {"a": 2, "b": 1}
+    assert after == {"b": 1}  # a's actors died with it
+
+
+def test_a_cluster_without_gpus_gets_cpu_analysers(make_settings: Callable[..., Settings]) -> None:
+    cpu_only = [NodeView("a", download_slots=1), NodeView("b", download_slots=1)]
+
+    async def main() -> dict[str, int]:
+        fleet, _ = fleet_of(make_settings(cpu_analysers_per_node=2), cpu_only)
+        await fleet.refresh_nodes()
+        await fleet.wait_warm()
+        return counts(fleet.analysers)
+
+    assert asyncio.run(main()) == {"a": 2, "b": 2}
+
+
+def test_jobs_take_nodes_in_read_order_as_download_slots_and_look_ahead_free(
+    make_settings: Callable[..., Settings],
+) -> None:
+    async def main() -> list[tuple[str, ...]]:
+        fleet, _ = fleet_of(make_settings(download_lookahead=1), [ONE_GPU])
+        await fleet.refresh_nodes()
+        await fleet.wait_warm()
+        slots = [fleet.window.add(Slot(f"j{i}", f"{i}-0")) for i in range(3)]
+        waits = [asyncio.create_task(fleet.acquire_node(s, None)) for s in slots]
+        seen = []
+
+        async def placed() -> tuple[str, ...]:
+            await asyncio.sleep(0)
+            return tuple(s.job_id for s, w in zip(slots, waits, strict=True) if w.done())
+
+        seen.append(await placed())  # one download slot: one job downloads
+        fleet.downloaded(slots[0], 1.0)
+        seen.append(await placed())  # the slot is free: the next one downloads
+        fleet.downloaded(slots[1], 2.0)
+        seen.append(await placed())  # 1 analyser + look-ahead 1: the node is full
+        fleet.analysed(slots[0], 3.0)
+        seen.append(await placed())  # j0 left the node for brief and report
+        return seen
+
+    assert asyncio.run(main()) == [("j0",), ("j0", "j1"), ("j0", "j1"), ("j0", "j1", "j2")]
+
+
+def test_an_unhealthy_node_gets_no_download_until_it_recovers(
+    make_settings: Callable[..., Settings],
+) -> None:
+    disk = {"a": 1 * MIB, "b": 100_000 * MIB}
+
+    async def probe(node_id: str) -> dict[str, float]:
+        return {"disk_free_bytes": disk[node_id], "memory_available_bytes": 100_000 * MIB}
+
+    async def main() -> list[str]:
+        fleet, _ = fleet_of(make_settings(), [TWO_GPUS, ONE_GPU], probe=probe)
+        await fleet.refresh_nodes()
+        await fleet.wait_warm()
+        await fleet.refresh_health()
+        first = await fleet.acquire_node(fleet.window.add(Slot("j1", "1-0")), None)
+        disk["a"] = 100_000 * MIB
+        await fleet.refresh_health()
+        second = await fleet.acquire_node(fleet.window.add(Slot("j2", "2-0")), None)
+        rows = {r["node_id"]: r for r in fleet.stats()["cluster"]}
+        assert rows["a"]["healthy"] and rows["b"]["assigned"] == 1
+        fleet.close()
+        return [first, second]
+
+    # a would start a job sooner (2 GPUs) but is short of disk; once it recovers it is first
+    assert asyncio.run(main()) == ["b", "a"]
+
+
+def test_a_dead_analyser_is_stopped_and_forgotten_a_failed_step_is_not(
+    make_settings: Callable[..., Settings],
+) -> None:
+    async def main() -> tuple[int, int, list[Any]]:
+        fleet, launcher = fleet_of(make_settings(), [ONE_GPU])
+        await fleet.refresh_nodes()
+        await fleet.wait_warm()
+        [handle] = fleet.analysers["b"]
+        step_failed = Failure(FailureKind.RETRYABLE, "analyse", "RetryableStepError", "x")
+        fleet.drop_analyser(handle, step_failed)
+        kept = len(fleet.analysers["b"])
+        died = Failure(FailureKind.NODE_LOST, "analyse", "ActorDiedError", "the actor died")
+        fleet.drop_analyser(handle, died)
+        return kept, len(fleet.analysers["b"]), launcher.stopped
+
+    kept, left, stopped = asyncio.run(main())
+    assert (kept, left) == (1, 0) and len(stopped) == 1
+
+
+def test_leaving_a_node_frees_it_only_once(make_settings: Callable[..., Settings]) -> None:
+    async def main() -> tuple[dict[str, int], dict[str, int]]:
+        fleet, _ = fleet_of(make_settings(), [ONE_GPU])
+        await fleet.refresh_nodes()
+        await fleet.wait_warm()
+        slot = fleet.window.add(Slot("j", "1-0"))
+        await fleet.acquire_node(slot, None)
+        held = dict(fleet.window.assigned_per_node())
+        fleet.leave_node(slot, Phase.FINISHING)
+        fleet.leave_node(slot, Phase.FINISHING)  # the job coroutine's clean-up, again
+        return held, dict(fleet.window.assigned_per_node())
+
+    assert asyncio.run(main()) == ({"b": 1}, {})
