@@ -14,7 +14,8 @@
   from the Hugging Face hub, which must be reachable.
 
 The transformers backend (GPUs where CTranslate2 cannot run) takes the same choice through
-:func:`transformers_model`: the matching ``openai/whisper-*`` name, or a path.
+:func:`transformers_model`: the bundled models converted once to transformers' format (same
+weights, offline), the matching ``openai/whisper-*`` name, or a path.
 """
 
 from __future__ import annotations
@@ -79,9 +80,22 @@ def resolve(setting: str | None, cache_dir: Path) -> ModelChoice:
     return ModelChoice(name, name, False)
 
 
-def transformers_model(setting: str | None) -> str:
-    """The transformers Whisper for the same setting: ``openai/whisper-<size>`` or a path."""
+def transformers_model(setting: str | None, cache_dir: Path) -> str:
+    """The transformers Whisper for the same setting: a folder, or ``openai/whisper-<size>``.
+
+    The bundled CTranslate2 models (base, tiny.en) are converted once into the cache
+    (:mod:`pipeline.ct2_whisper`), so the torch path works offline with the same weights.
+    """
+    from pipeline import ct2_whisper
+
     name = (setting or DEFAULT_NAME).strip()
+    if name in BASE_NAMES or name in TINY_EN_NAMES:
+        choice = resolve(name, cache_dir)
+        folder = Path(choice.source).name if choice.name == "base" else choice.name
+        target = Path(cache_dir).expanduser() / (
+            f"{folder}-transformers-{ct2_whisper.FORMAT_VERSION}"
+        )
+        return str(ct2_whisper.convert(Path(choice.source), target))
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser().resolve())
     if "/" in name:

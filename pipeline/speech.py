@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ import numpy as np
 from ingest.errors import PermanentStepError
 from ingest.settings import Settings
 from pipeline import asr_models
-from pipeline.languages import primary, whisper_code
+from pipeline.languages import whisper_code
 from pipeline.models import Notice, Segment, Word
 
 __all__ = [
@@ -499,32 +498,59 @@ def _transformers(
 ) -> SpeechResult:
     import torch
 
-    name = asr_models.transformers_model(options.model)
+    name = _transformers_name(options)
     loaded, processor = _cached(
         ("transformers", name, device), lambda: _load_transformers(name, device)
     )
-    language = _transformers_language(loaded, processor, options.language)
-    result = SpeechResult([], "transformers", name, device, language)
-    if options.language is not None and language is None:
+    multilingual = bool(getattr(loaded.generation_config, "is_multilingual", False))
+    known = list(getattr(loaded.generation_config, "lang_to_id", None) or {})
+    supported = [t.strip("<|>") for t in known] if multilingual else ["en"]
+    language = start_language(options.language, supported, multilingual)
+    result = SpeechResult([], "transformers", name, device, language.code)
+    if options.language is not None and language.code is None:
         return _replace(result, notices=[unsupported_notice(options.language, name)])
     segments: list[Segment] = []
     with torch.inference_mode():
         for batch in _batches(_windows(audio), TRANSFORMERS_BATCH_WINDOWS[device]):
-            sequences = _generate(loaded, processor, [w for _, w in batch], device, language)
+            windows = [w for _, w in batch]
+            if not language.fixed:
+                detected = _detect_transformers(loaded, processor, windows[0], device)
+                language = decide_language(language, options.language, *detected)
+            sequences = _generate(loaded, processor, windows, device, language.code)
             for (offset, window), seq in zip(batch, sequences, strict=True):
                 segments += _window_segments(processor, seq, offset, len(window))
-                language = language or _language(processor, seq)
-    return _replace(result, segments=segments, language=language)
+    return _replace(
+        result,
+        segments=segments,
+        language=language.code,
+        language_probability=language.probability,
+        notices=list(language.notices),
+    )
 
 
-def _transformers_language(model: Any, processor: Any, tag: str | None) -> str | None:
-    """Whisper's code for the job's language, when the model is multilingual and knows it."""
-    if tag is None:
-        return None
-    if not getattr(model.generation_config, "is_multilingual", False):
-        return "en" if primary(tag) == "en" else None
-    known = [t.strip("<|>") for t in getattr(model.generation_config, "lang_to_id", {}) or {}]
-    return whisper_code(tag, known)
+def _transformers_name(options: SpeechOptions) -> str:
+    """The transformers model folder or hub id; BackendUnavailable if it cannot be made."""
+    try:
+        return asr_models.transformers_model(options.model, options.cache_dir)
+    except (ImportError, OSError, ValueError, KeyError) as e:
+        raise BackendUnavailable(f"no transformers model for {options.model!r}: {e}") from e
+
+
+def _detect_transformers(
+    model: Any, processor: Any, window: np.ndarray, device: str
+) -> tuple[str, float]:
+    """The most likely language of one window, and its probability (first decoder step)."""
+    import torch
+
+    features = processor.feature_extractor(
+        [window], sampling_rate=SAMPLE_RATE_HZ, return_tensors="pt"
+    ).input_features.to(device, dtype=model.dtype)
+    start = torch.tensor([[model.generation_config.decoder_start_token_id]], device=device)
+    logits = model(input_features=features, decoder_input_ids=start).logits[0, -1].float()
+    names, ids = zip(*model.generation_config.lang_to_id.items(), strict=True)
+    probs = logits[list(ids)].softmax(-1)
+    best = int(probs.argmax())
+    return names[best].strip("<|>"), float(probs[best])
 
 
 def _generate(
@@ -535,7 +561,8 @@ def _generate(
     ).input_features
     features = features.to(device, dtype=model.dtype)
     kwargs: dict[str, Any] = {"return_timestamps": True, "max_new_tokens": MAX_NEW_TOKENS}
-    if language and getattr(model.generation_config, "is_multilingual", False):
+    if getattr(model.generation_config, "is_multilingual", False):
+        # transformers strips the prompt from what it returns: the language is decided here.
         kwargs.update(language=language, task="transcribe")
     out = model.generate(features, **kwargs)
     return out if not hasattr(out, "sequences") else out.sequences
@@ -563,16 +590,6 @@ def _window_segments(processor: Any, seq: Any, offset: float, n_samples: int) ->
 def _clamp(seconds: float | None, length: float) -> float:
     """A window timestamp within [0, length]; an open end (None) is the window's end."""
     return min(max(0.0, length if seconds is None else float(seconds)), length)
-
-
-_LANGUAGE_TOKEN = re.compile(r"<\|([a-z]{2,3})\|>")
-
-
-def _language(processor: Any, seq: Any) -> str | None:
-    """The language token Whisper chose (multilingual models), if any."""
-    head = processor.tokenizer.decode(seq[:4], skip_special_tokens=False)
-    m = _LANGUAGE_TOKEN.search(head)
-    return m.group(1) if m else None
 
 
 _BACKENDS: dict[str, Callable[[AudioReader, SpeechOptions, str, int], SpeechResult]] = {

@@ -48,10 +48,9 @@ def test_other_names_and_paths(tmp_path: Path):
     assert tiny.name == "tiny.en" and (Path(tiny.source) / "model.bin").is_file()
     assert resolve(str(tmp_path), tmp_path).source == str(tmp_path.resolve())
     assert resolve("large-v3", tmp_path) == asr_models.ModelChoice("large-v3", "large-v3", False)
-    assert transformers_model(None) == "openai/whisper-base"
-    assert transformers_model("tiny.en") == "openai/whisper-tiny.en"
-    assert transformers_model("openai/whisper-large-v3") == "openai/whisper-large-v3"
-    assert transformers_model(str(tmp_path)) == str(tmp_path.resolve())
+    assert transformers_model("small", tmp_path) == "openai/whisper-small"
+    assert transformers_model("openai/whisper-large-v3", tmp_path) == "openai/whisper-large-v3"
+    assert transformers_model(str(tmp_path), tmp_path) == str(tmp_path.resolve())
 
 
 def test_parts_that_do_not_join_into_the_expected_file_are_refused(tmp_path: Path, monkeypatch):
@@ -80,3 +79,36 @@ def test_a_cached_model_changed_after_joining_is_refused(tmp_path: Path):
     bundled_base_dir.cache_clear()
     with pytest.raises(ModelIntegrityError, match="sha256 mismatch"):
         resolve(None, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_the_torch_backend_runs_the_same_bundled_model_offline(tmp_path: Path):
+    """The CTranslate2 base converted once to transformers: German detected and transcribed."""
+    import numpy as np
+
+    from ingest.settings import Settings
+    from pipeline import speech
+
+    try:
+        from tests.media import speech_samples
+    except ImportError:
+        from media import speech_samples
+
+    text = "Guten Morgen und herzlich willkommen. Der Zug fährt um neun Uhr nach Hamburg."
+    said = speech_samples(text, 7.0, voice="de")
+    audio = np.interp(np.arange(0, len(said), 22_050 / 16_000), np.arange(len(said)), said)
+    settings = Settings(
+        _env_file=None, device="cpu", asr_backend="transformers", model_cache_dir=tmp_path
+    )  # type: ignore[call-arg]
+    result = speech.transcribe(audio.astype(np.float32), settings, "cpu", threads=2)
+    folder = Path(result.model)
+    assert folder.parent == tmp_path and (folder / "model.safetensors").is_file()
+    assert result.backend == "transformers" and result.language == "de"
+    heard = " ".join(s.text for s in result.segments).lower()
+    found = [w for w in ("guten", "morgen", "willkommen", "zug", "hamburg") if w in heard]
+    assert len(found) >= 4, heard
+    assert all(0 <= s.start <= s.end <= 7.0 for s in result.segments)
+    again = transformers_model(None, tmp_path)
+    assert again == str(folder), "converted once, then reused"
+    speech._MODELS.pop(("transformers", str(folder), "cpu"), None)  # 300 MB of fp32 weights
