@@ -296,3 +296,16 @@ def test_portrait_60_fps_keeps_its_shape_and_cuts(root, speech):
     with Image.open(analysis.shots[0].keyframe_path) as image:
         assert image.height > image.width
     assert_times_inside(analysis)
+
+
+# --------------------------------------------------------------------------- confidence
+
+
+def test_speech_drowned_in_noise_is_flagged_as_unreliable(root, speech):
+    from vidbrief.bench.media import noisy
+
+    drowned = noisy(speech["en"], "white", snr_db=0.0)
+    analysis = analyse(clip(root, "noisy.mp4", audio=(AudioTrack(drowned),)), root)
+    print(f"noisy: {[(s.text, s.avg_logprob) for s in analysis.transcript]}")
+    assert analysis.transcript, "still transcribed"
+    assert [w.code for w in analysis.warnings] == ["low_confidence"]

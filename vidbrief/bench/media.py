@@ -213,14 +213,15 @@ def case_main() -> None:
     sys.stdout.write(json.dumps(out) + "\n")
 
 
-def run_case(case: Case, root: Path, threads: int) -> dict[str, Any]:
-    video = root / f"{abs(hash(case)) % 10**8}.mp4"
-    make_talk(video, noisy(talk_samples(case.text, case.voice), case.noise, case.snr_db))
+def analyse_child(
+    video: Path, work: Path, *, model: str | None = None, words: bool = True, threads: int = 0
+) -> dict[str, Any]:
+    """The analyse step on ``video`` in a fresh child process (see :func:`case_main`)."""
     args = {
         "video": str(video),
-        "work": str(root / f"work-{video.stem}"),
-        "model": case.model,
-        "words": case.words,
+        "work": str(work),
+        "model": model,
+        "words": words,
         "threads": threads,
         "language": None,
     }
@@ -229,8 +230,15 @@ def run_case(case: Case, root: Path, threads: int) -> dict[str, Any]:
         [sys.executable, "-c", code], input=json.dumps(args), capture_output=True, text=True
     )
     if done.returncode != 0:
-        raise RuntimeError(f"case {case.name} failed: {done.stderr[-2000:]}")
-    got = json.loads(done.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"analysing {video.name} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_case(case: Case, root: Path, threads: int) -> dict[str, Any]:
+    video = root / f"{abs(hash(case)) % 10**8}.mp4"
+    make_talk(video, noisy(talk_samples(case.text, case.voice), case.noise, case.snr_db))
+    work = root / f"work-{video.stem}"
+    got = analyse_child(video, work, model=case.model, words=case.words, threads=threads)
     minutes = got["duration_s"] / 60
     return {
         "case": case.name,
@@ -267,6 +275,8 @@ def run_local_rss(minutes: float, root: Path) -> dict[str, Any]:
             {"VIDBRIEF_ALLOW_PRIVATE_URLS": "true", "VIDBRIEF_WORK_DIR": str(folder / "work")},
             folder / "out",
         )
+    log.info("analysing the %g min talk alone", minutes)
+    alone = analyse_child(video, folder / "analyse-alone")
     return {
         "minutes": minutes,
         "exit_code": code,
@@ -274,6 +284,9 @@ def run_local_rss(minutes: float, root: Path) -> dict[str, Any]:
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
         "wall_s": round(wall, 1),
         "video_bytes": video.stat().st_size,
+        "analyse_peak_rss_mib": alone["peak_rss_mib"],
+        "analyse_cpu_s_per_min": round(alone["cpu_s"] / minutes, 2),
+        "analyse_warnings": alone["warnings"],
     }
 
 
@@ -313,6 +326,7 @@ def run_media(options: MediaOptions) -> dict[str, Any]:
         "cases": rows,
         "run_local": lengths,
         "rss_ratio": _ratio(lengths),
+        "analyse_rss_ratio": _ratio(lengths, "analyse_peak_rss_mib"),
         "targets": {
             "wer": TARGETS,
             "cpu_s_per_min_max": 2 * BASELINE_CPU_S_PER_MIN[1],
@@ -323,10 +337,10 @@ def run_media(options: MediaOptions) -> dict[str, Any]:
     }
 
 
-def _ratio(lengths: list[dict[str, Any]]) -> float | None:
-    if len(lengths) < 2 or not lengths[0]["peak_rss_mib"]:
+def _ratio(lengths: list[dict[str, Any]], key: str = "peak_rss_mib") -> float | None:
+    if len(lengths) < 2 or not lengths[0][key]:
         return None
-    return round(lengths[-1]["peak_rss_mib"] / lengths[0]["peak_rss_mib"], 3)
+    return round(lengths[-1][key] / lengths[0][key], 3)
 
 
 def media_rows(doc: dict[str, Any]) -> list[list[str]]:
@@ -353,6 +367,8 @@ def length_rows(doc: dict[str, Any]) -> list[list[str]]:
             f"{r['minutes']:g}",
             f"{r['peak_rss_mib']:.0f}",
             f"{r['cpu_s'] / r['minutes']:.1f}",
+            f"{r['analyse_peak_rss_mib']:.0f}",
+            f"{r['analyse_cpu_s_per_min']:.1f}",
             f"{r['wall_s']:.0f}",
             str(r["exit_code"]),
         ]

@@ -165,10 +165,23 @@ def media_tables(doc: dict[str, Any]) -> list[Table]:
     cases.add_column("warnings")
     for row in media_rows(doc):
         cases.add_row(*row)
-    ratio = doc.get("rss_ratio")
-    title = "run-local against length" + (f" — peak RSS last/first {ratio:.3f}" if ratio else "")
+    ratio, alone = doc.get("rss_ratio"), doc.get("analyse_rss_ratio")
+    title = "run-local against length" + (
+        f" — peak RSS last/first: run-local {ratio:.3f}, analyse {alone:.3f}"
+        if ratio and alone
+        else ""
+    )
     lengths = Table(title=title)
-    for header in ("minutes", "peak RSS MiB", "CPU s/min", "wall s", "exit"):
+    headers = (
+        "minutes",
+        "run-local RSS MiB",
+        "CPU s/min",
+        "analyse RSS MiB",
+        "CPU s/min",
+        "wall s",
+        "exit",
+    )
+    for header in headers:
         lengths.add_column(header, justify="right")
     for row in length_rows(doc):
         lengths.add_row(*row)
