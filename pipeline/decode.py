@@ -174,11 +174,15 @@ def _origin_s(container: Any) -> float:
 
 
 def _check_frame_size(video: Any, max_pixels: int) -> None:
-    width, height = video.codec_context.width, video.codec_context.height
+    _check_pixels(video.codec_context.width, video.codec_context.height, max_pixels)
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    """Refuse frames over the limit (the header's size, and each frame's: a stream may lie)."""
     if width * height > max_pixels:
         raise PermanentStepError(
             f"the video's frames are {width}×{height}, more than VIDBRIEF_MAX_FRAME_PIXELS "
-            f"({max_pixels:,} pixels): refused before decoding",
+            f"({max_pixels:,} pixels): refused",
             step=STEP,
         )
 
@@ -215,7 +219,9 @@ class _Pass:
         return keyframe_size(self.video.codec_context.width, self.video.codec_context.height)
 
     def _frame_seconds(self) -> float:
-        rate = self.video.average_rate or self.video.guessed_rate if self.video else None
+        """How long one video frame lasts (the last one's end is the video's end)."""
+        assert self.video is not None
+        rate = self.video.average_rate or self.video.guessed_rate
         return float(1 / rate) if rate else 1.0 / self.limits.sample_fps
 
     def run(self) -> Decoded:
@@ -255,6 +261,7 @@ class _Pass:
             t = None if frame.time is None else float(frame.time) - self.origin
             self._check_limit(t)
             if isinstance(frame, av.VideoFrame):
+                _check_pixels(frame.width, frame.height, self.limits.max_frame_pixels)
                 if t is not None:
                     self.sampler.add(frame, max(0.0, t), frame_s)
             elif self.sink is not None:

@@ -52,7 +52,8 @@ def choose_audio(path: Path, container_options: dict[str, str]) -> AudioChoice:
 
 
 def _by_probe(container: Any, candidates: list[Any], total: int) -> AudioChoice:
-    probes = {s.index: probe_speech(_first_seconds(container, s)) for s in candidates}
+    heard = _first_seconds(container, candidates)
+    probes = {s.index: probe_speech(heard[s.index]) for s in candidates}
     log.info("audio streams probed (index: speech s, rms): %s", probes)
     best = max(candidates, key=lambda s: probes[s.index])  # first wins ties
     speech_s, rms = probes[best.index]
@@ -63,27 +64,35 @@ def _by_probe(container: Any, candidates: list[Any], total: int) -> AudioChoice:
     return AudioChoice(candidates[0].index, "first", total)
 
 
-def _first_seconds(container: Any, stream: Any) -> np.ndarray:
-    """The first PROBE_SECONDS of ``stream`` as 16 kHz mono float32."""
+def _first_seconds(container: Any, streams: list[Any]) -> dict[int, np.ndarray]:
+    """The first PROBE_SECONDS of each stream as 16 kHz mono float32, in one demux pass."""
     import av
 
-    container.seek(0)
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=PROBE_RATE_HZ)
-    parts: list[np.ndarray] = []
     wanted = int(PROBE_SECONDS * PROBE_RATE_HZ)
-    got = 0
+    resamplers = {
+        s.index: av.AudioResampler(format="flt", layout="mono", rate=PROBE_RATE_HZ) for s in streams
+    }
+    parts: dict[int, list[np.ndarray]] = {s.index: [] for s in streams}
+    got = dict.fromkeys(parts, 0)
     try:
-        for packet in container.demux(stream):
-            for frame in packet.decode():
-                for out in resampler.resample(frame):
-                    parts.append(out.to_ndarray().reshape(-1))
-                    got += parts[-1].size
-            if got >= wanted:
+        for packet in container.demux(*streams):
+            index = packet.stream.index
+            if got[index] < wanted:
+                for frame in packet.decode():
+                    for out in resamplers[index].resample(frame):
+                        parts[index].append(out.to_ndarray().reshape(-1))
+                        got[index] += parts[index][-1].size
+            if min(got.values()) >= wanted:
                 break
     except av.FFmpegError as e:  # a damaged stream: judge what was read
-        log.debug("audio probe of stream %d stopped: %s", stream.index, e)
-    samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-    return samples[:wanted].astype(np.float32, copy=False)
+        log.debug("audio probe stopped: %s", e)
+    return {i: _joined(p)[:wanted] for i, p in parts.items()}
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return (
+        np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
+    )
 
 
 def probe_speech(samples: np.ndarray) -> tuple[float, float]:
