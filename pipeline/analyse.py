@@ -161,7 +161,8 @@ def _transcript_fields(
             "transcript_source": "subtitles",
             "language": media.subtitles_language,
         }
-    embedded = decoded.subtitles.choose(language, decoded.duration_s)
+    spoken = language or (decoded.audio_language if primary(decoded.audio_language) else None)
+    embedded = decoded.subtitles.choose(spoken, decoded.duration_s)
     if embedded is not None:
         return {
             "transcript": embedded.cues,

@@ -300,7 +300,7 @@ class _Pass:
             declared_duration_s=round(declared, 3) if declared else None,
             audio_path=audio_path,
             audio=self.audio_choice,
-            subtitles=self.subtitles,
+            subtitles=self.subtitles.detach(),
             audio_language=self.audio.metadata.get("language") if self.audio else None,
             video_end_s=round(video_end, 3) if video_end is not None else None,
             audio_end_s=round(audio_end, 3) if audio_end is not None else None,

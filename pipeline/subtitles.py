@@ -6,8 +6,10 @@ Both go through one quality gate (:func:`passes_gate`: the cues must cover at le
 Streams inside the file (mov_text in MP4, WebVTT, SubRip and ASS in Matroska) are decoded with
 PyAV's own subtitle decoders during the analysis pass (:class:`EmbeddedSubtitles`); FFmpeg turns
 each into ASS dialogue, whose override tags are stripped here. Bitmap subtitles (DVD, PGS)
-carry no text and are ignored. The stream is chosen by language: the job's language when given
-(no other language is used then), otherwise the default stream first, then in file order.
+carry no text and are ignored. The stream is chosen by language: the job's language, else the
+language tag of the audio stream being transcribed (no other language is used then); with
+neither, the only text stream, or the one marked default — several streams and no default
+are not guessed between (speech to text instead).
 """
 
 from __future__ import annotations
@@ -112,11 +114,16 @@ class ChosenSubtitles:
 
 @dataclass
 class _Track:
-    stream: Any
+    stream: Any  # only while the container is open
     language: str | None
     default: bool
     forced: bool
     cues: list[Segment] = field(default_factory=list)
+    index: int = -1  # the stream's index in the container, kept past its closing
+
+    def __post_init__(self) -> None:
+        if self.index < 0:
+            self.index = int(self.stream.index)
 
 
 @dataclass
@@ -146,6 +153,12 @@ class EmbeddedSubtitles:
     def streams(self) -> list[Any]:
         return [t.stream for t in self.tracks.values()]
 
+    def detach(self) -> EmbeddedSubtitles:
+        """Drop the stream objects: they are invalid once their container is closed."""
+        for track in self.tracks.values():
+            track.stream = None
+        return self
+
     def add(self, packet: Any) -> int:
         """Decode one subtitle packet into cues; the number of packets that failed (0 or 1)."""
         import av
@@ -171,14 +184,17 @@ class EmbeddedSubtitles:
         for track in self._candidates(language):
             cues = _close_open_cues(track.cues)
             if passes_gate(cues, duration):
-                return ChosenSubtitles(cues, track.language, track.stream.index)
-            log.info("embedded subtitles (stream %d) cover too little", track.stream.index)
+                return ChosenSubtitles(cues, track.language, track.index)
+            log.info("embedded subtitles (stream %d) cover too little", track.index)
         return None
 
     def _candidates(self, language: str | None) -> list[_Track]:
         tracks = [t for t in self.tracks.values() if t.cues and not t.forced]
         if language is not None:
             tracks = [t for t in tracks if same_language(t.language, language)]
+        elif len(tracks) > 1:
+            # Several languages and nothing to choose by: a translation is not a transcript.
+            tracks = [t for t in tracks if t.default]
         return sorted(tracks, key=lambda t: not t.default)  # stable: file order otherwise
 
 

@@ -39,6 +39,9 @@ def test_the_stream_is_chosen_by_language_then_default_then_order():
     assert found.choose("de-CH", 10.0).stream == 4
     assert found.choose(None, 10.0).stream == 5  # no language asked: the default stream
     assert found.choose("it", 10.0) is None
+    undecided = EmbeddedSubtitles(tracks={2: _track(2, "en"), 3: _track(3, "fr")})
+    assert undecided.choose(None, 10.0) is None, "no guessing between languages"
+    assert EmbeddedSubtitles(tracks={2: _track(2, None)}).choose(None, 10.0).stream == 2
 
 
 def test_a_cue_without_duration_ends_at_the_next_or_after_four_seconds():
