@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from vidbrief.bench.media import media_rows, noisy, pink_noise, word_error_rate
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_noise_is_mixed_at_the_asked_snr():
@@ -53,3 +62,21 @@ def test_rows_show_the_targets_and_warnings():
     assert media_rows(doc) == [
         ["german", "base", "40", "12.5%", "≤ 20%", "de (0.97)", "8.0", "600", "low_confidence"]
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_a_small_bench_media_run_prints_the_documented_json():
+    """One case and a 15 s run-local: the shape of the JSON and that each part ran."""
+    args = [sys.executable, "-m", "vidbrief.bench", "media", "--json"]
+    args += ["--case", "spanish", "--minutes", "0.25"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDBRIEF_")}
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads(done.stdout)
+    (case,) = doc["cases"]
+    assert (case["case"], case["language"], case["model"]) == ("spanish", "es", "base")
+    assert 0 <= case["wer"] < 0.5 and case["cpu_s_per_min"] > 0 and case["peak_rss_mib"] > 100
+    (length,) = doc["run_local"]
+    assert length["exit_code"] == 0 and length["peak_rss_mib"] > 100
+    assert length["analyse_peak_rss_mib"] > 100 and length["analyse_warnings"] == []
