@@ -29,6 +29,7 @@ try:
         AudioTrack,
         SubtitleTrack,
         patch_matroska_duration,
+        serve_directory,
         speech_samples,
         write_media,
     )
@@ -38,6 +39,7 @@ except ImportError:  # tests/ is not a package: pytest put the folder itself on 
         AudioTrack,
         SubtitleTrack,
         patch_matroska_duration,
+        serve_directory,
         speech_samples,
         write_media,
     )
@@ -281,6 +283,38 @@ def test_an_mpeg_ts_starting_at_ten_minutes_has_times_from_zero(root, speech):
     assert analysis.duration_s == pytest.approx(SECONDS, abs=0.2)
     assert analysis.shots[0].start == 0.0
     assert 4.0 <= analysis.shots[1].start <= 4.0 + 0.5 + 0.1  # the planted cut, within a sample
+    assert analysis.transcript[0].start < 1.0
+    assert len(words_found(analysis, EN_WORDS)) >= 5
+    assert_times_inside(analysis)
+
+
+def test_an_hls_playlist_downloaded_by_the_step_has_times_from_zero(root, speech):
+    """Two MPEG-TS segments starting at 1.4 s (as ffmpeg's HLS muxer writes), over loopback."""
+    from ingest.models import JobRequest
+    from pipeline.context import JobContext
+    from pipeline.download import run as download_run
+
+    site = root / "hls"
+    site.mkdir()
+    half = int(4 * AUDIO_RATE_HZ)
+    for i, part in enumerate((speech["en"][:half], speech["en"][half:])):
+        cuts = (2.0,) if i == 0 else ()
+        write_media(
+            site / f"seg{i}.ts", seconds=4.0, cuts=cuts, audio=(AudioTrack(part),),
+            fmt="mpegts", start_s=1.4 + 4 * i,
+        )  # fmt: skip
+    (site / "talk.m3u8").write_text(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:0\n"
+        "#EXTINF:4.0,\nseg0.ts\n#EXTINF:4.0,\nseg1.ts\n#EXT-X-ENDLIST\n"
+    )
+    config = Settings(_env_file=None, work_dir=root / "hls-work", allow_private_urls=True)  # type: ignore[call-arg]
+    with serve_directory(site) as url:
+        ctx = JobContext("hls", JobRequest(url=f"{url}/talk.m3u8"), config)
+        media = download_run(ctx)
+    analysis = analyse(Path(media.path), root)
+    assert analysis.duration_s == pytest.approx(SECONDS, abs=0.3)
+    assert analysis.shots[0].start == 0.0
+    assert 2.0 <= analysis.shots[1].start <= 2.0 + 0.5 + 0.1
     assert analysis.transcript[0].start < 1.0
     assert len(words_found(analysis, EN_WORDS)) >= 5
     assert_times_inside(analysis)
