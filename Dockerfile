@@ -77,6 +77,7 @@ ENV VIDBRIEF_WORK_DIR=/var/lib/vidbrief/work \
     VIDBRIEF_REPORTS_URL=/var/lib/vidbrief/reports \
     VIDBRIEF_STATE_DIR=/var/lib/vidbrief/state \
     HF_HOME=/var/lib/vidbrief/cache/huggingface \
+    VIDBRIEF_MODEL_CACHE_DIR=/var/lib/vidbrief/cache/models \
     RAY_USAGE_STATS_ENABLED=0
 
 USER 10001:10001

@@ -206,7 +206,24 @@ class Settings(BaseSettings):
     asr_backend: Literal["auto", "faster-whisper", "transformers"] = Field(
         "auto", description="Speech to text engine (auto: faster-whisper, torch where it fails)."
     )
-    asr_model: str | None = Field(None, description="Model name or path; default bundled tiny.en")
+    asr_model: str | None = Field(
+        None,
+        description="Speech model: unset or base (multilingual Whisper base, bundled, offline), "
+        "tiny.en (bundled, English only, faster), a faster-whisper size name fetched from the "
+        "hub (small, large-v3 …), or a path to a model folder.",
+    )
+    asr_word_timestamps: bool = Field(
+        True, description="Word times in the transcript (faster-whisper; quotes use them)."
+    )
+    model_cache_dir: Path = Field(
+        default_factory=lambda: platformdirs.user_cache_path("vidbrief") / "models",
+        description="Where the bundled speech model is joined from its two packages (once).",
+    )
+    max_frame_pixels: int = Field(
+        7680 * 4320,
+        ge=1,
+        description="Largest video frame (width × height) decoded; larger is refused (8K).",
+    )
     frame_sample_fps: float = Field(2.0, gt=0, description="Frames per second sampled for shots.")
     threads: int = Field(0, ge=0, description="CPU threads for torch/CTranslate2 (0: all cores).")
 

@@ -70,6 +70,7 @@ from pipeline.fetchlimits import (
     subtitle_caps,
 )
 from pipeline.models import Media, Segment
+from pipeline.subtitles import parse_vtt, passes_gate
 
 __all__ = ["DownloadLimits", "GuardedUrllibRH", "download", "parse_vtt", "run"]
 
@@ -82,7 +83,6 @@ SOCKET_TIMEOUT_MAX_S = 30.0
 HTTP_RETRIES = 2
 PROBE_BLOCK_BYTES = 64 * 1024
 PROBE_MAX_BYTES = 8 * BYTES_PER_MB  # more than this to find a duration: give up, check after
-SUBTITLE_MIN_COVERAGE = 0.5  # share of the duration the cues must cover to replace ASR
 DEFAULT_LANGUAGE = "en"
 MAX_HEIGHT_PX = 720  # enough for keyframes and briefs; smaller downloads
 #: Formats with audio and video in one file: merging would need ffmpeg, which is hidden.
@@ -727,51 +727,10 @@ def _pick_subtitles(
         if lang.split("-")[0].lower() != wanted or sub.get("ext") != "vtt" or not path.is_file():
             continue
         cues = parse_vtt(capped_subtitle_text(path, duration))
-        if duration and _coverage(cues, duration) >= SUBTITLE_MIN_COVERAGE:
+        if passes_gate(cues, duration):
             return cues, lang
         log.info("subtitles %s cover too little of the video; using speech to text", lang)
     return None, None
-
-
-def _coverage(cues: list[Segment], duration: float) -> float:
-    """Share of ``duration`` covered by the union of the cues."""
-    covered, reach = 0.0, 0.0
-    for cue in sorted(cues, key=lambda c: c.start):
-        start, end = max(cue.start, reach), min(cue.end, duration)
-        covered += max(0.0, end - start)
-        reach = max(reach, end)
-    return covered / duration
-
-
-_VTT_TIME = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{3})")
-_VTT_CUE = re.compile(rf"^\s*({_VTT_TIME.pattern})\s+-->\s+({_VTT_TIME.pattern})")
-_VTT_TAG = re.compile(r"<[^>]*>")
-
-
-def _vtt_seconds(stamp: str) -> float:
-    h, m, s, ms = _VTT_TIME.match(stamp).groups()  # type: ignore[union-attr]
-    return int(h or 0) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000
-
-
-def _vtt_blocks(text: str) -> Iterator[tuple[float, float, str]]:
-    for block in re.split(r"\n\s*\n", text.replace("\r\n", "\n")):
-        lines = block.strip("\n").split("\n")
-        for i, line in enumerate(lines):
-            m = _VTT_CUE.match(line)
-            if m:
-                body = " ".join(_VTT_TAG.sub("", t).strip() for t in lines[i + 1 :])
-                yield _vtt_seconds(m.group(1)), _vtt_seconds(m.group(6)), body.strip()
-                break
-
-
-def parse_vtt(text: str) -> list[Segment]:
-    """WebVTT cues as segments: tags stripped, empty cues and rolling repeats dropped."""
-    out: list[Segment] = []
-    for start, end, body in _vtt_blocks(text):
-        if not body or (out and body == out[-1].text):  # auto-captions repeat the last line
-            continue
-        out.append(Segment(start=start, end=end, text=body))
-    return out
 
 
 # --------------------------------------------------------------------------- errors

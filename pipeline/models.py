@@ -84,6 +84,18 @@ class Analysis(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     #: What the reader must know about this analysis (truncated file, unsupported language …).
     warnings: list[Notice] = Field(default_factory=list)
+    #: The duration the container declares (``duration_s`` is what was decoded).
+    declared_duration_s: float | None = None
+    #: Packets that could not be decoded and were skipped (a corrupt or cut file).
+    decode_errors: int = 0
+    #: The audio stream transcribed (its index in the container) and why it was chosen:
+    #: ``only``, ``default``, ``speech`` (most speech in a probe), ``loudest``, ``first``.
+    audio_stream: int | None = None
+    audio_stream_reason: str | None = None
+    #: The subtitle stream inside the container used as the transcript, when one was.
+    subtitle_stream: int | None = None
+    #: Seconds of speech that voice activity detection found (speech to text only).
+    speech_s: float | None = None
 
 
 class KeyPoint(BaseModel):

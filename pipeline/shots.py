@@ -113,7 +113,7 @@ class ShotTracker:
         began = time.perf_counter()
         for (t, _, key), is_cut in zip(self._pending, self._cut_flags(), strict=True):
             if self._start is None:
-                self._start = t
+                self._start = 0.0  # the first shot starts with the video, not its first sample
             elif is_cut and t - self._start >= MIN_SHOT_SECONDS:
                 self._close_shot(t)
                 self._start = t

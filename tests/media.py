@@ -18,14 +18,19 @@ import mimetypes
 import os
 import re
 import socket
+import struct
 import threading
 import time
 import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
 
 from vidbrief.samples import (  # noqa: F401 (re-exported for the tests)
     AUDIO_RATE_HZ,
@@ -410,3 +415,162 @@ def make_random_whisper(path: Path, *, dims: str = "micro", seed: int = 0) -> Pa
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return Path(path)
+
+
+# --------------------------------------------------------------------------- the media matrix
+
+
+@dataclass
+class AudioTrack:
+    """One audio stream to write: mono float32 samples at AUDIO_RATE_HZ."""
+
+    samples: np.ndarray
+    default: bool = False
+    language: str | None = None
+
+
+@dataclass
+class SubtitleTrack:
+    """One text subtitle stream to write (``mov_text`` in MP4; ``webvtt``, ``subrip`` in MKV)."""
+
+    codec: str
+    cues: list[tuple[float, float, str]]
+    language: str | None = None
+    default: bool = False
+
+
+def _subtitle_payload(codec: str, text: str) -> bytes:
+    data = text.encode()
+    return struct.pack(">H", len(data)) + data if codec == "mov_text" else data
+
+
+def write_media(
+    path: Path,
+    *,
+    seconds: float,
+    video: bool = True,
+    size: tuple[int, int] = (160, 90),
+    fps: int = 25,
+    cuts: tuple[float, ...] = (),
+    audio: tuple[AudioTrack, ...] = (),
+    subtitles: tuple[SubtitleTrack, ...] = (),
+    fmt: str | None = None,
+    start_s: float = 0.0,
+    options: dict[str, str] | None = None,
+    video_codec: str = "libx264",
+) -> Path:
+    """Write a container with any mix of video, audio and subtitle streams, interleaved in time.
+
+    ``start_s`` shifts every timestamp (an MPEG-TS recording starts anywhere); dispositions
+    and language tags are set per stream (Matroska: pass ``{"default_mode": "passthrough"}`` so
+    the muxer does not mark the first track default on its own).
+    """
+    import av
+
+    with av.open(str(path), "w", format=fmt, options=options or {}) as out:
+        v = out.add_stream(video_codec, rate=fps) if video else None
+        if v is not None:
+            v.width, v.height, v.pix_fmt = (
+                size[0],
+                size[1],
+                "yuvj420p" if video_codec == "mjpeg" else "yuv420p",
+            )
+            if video_codec == "libx264":
+                v.options = {"preset": "ultrafast", "crf": "30"}
+        sounds = [_audio_stream(out, track) for track in audio]
+        subs = [_subtitle_stream(out, track) for track in subtitles]
+        _interleave(out, v, sounds, subs, audio, subtitles, seconds, fps, size, cuts, start_s)
+    return Path(path)
+
+
+def _audio_stream(out: Any, track: AudioTrack) -> Any:
+    import av
+
+    stream = out.add_stream("aac", rate=AUDIO_RATE_HZ)
+    stream.layout = "mono"
+    stream.disposition = av.stream.Disposition.default if track.default else 0
+    if track.language:
+        stream.metadata["language"] = track.language
+    return stream
+
+
+def _subtitle_stream(out: Any, track: SubtitleTrack) -> Any:
+    import av
+
+    stream = out.add_mux_stream(track.codec)
+    stream.time_base = Fraction(1, 1000)
+    stream.disposition = av.stream.Disposition.default if track.default else 0
+    if track.language:
+        stream.metadata["language"] = track.language
+    return stream
+
+
+def _interleave(out, v, sounds, subs, audio, subtitles, seconds, fps, size, cuts, start_s) -> None:
+    """Frames, audio and cues in time order, so that cutting the file cuts every stream."""
+    import av
+
+    from vidbrief.samples import _frame_rgb
+
+    rng = np.random.default_rng(0)
+    written = [0] * len(sounds)
+    pending = [sorted(t.cues) for t in subtitles]
+    step = 1 / fps
+    for i in range(round(seconds * fps)):
+        t = i * step
+        if v is not None:
+            frame = av.VideoFrame.from_ndarray(
+                _frame_rgb(i, fps, size, list(cuts), 0, rng), "rgb24"
+            )
+            frame.pts, frame.time_base = i + round(start_s * fps), Fraction(1, fps)
+            out.mux(v.encode(frame))
+        for k, stream in enumerate(sounds):
+            written[k] = _audio_until(out, stream, audio[k].samples, written[k], t + step, start_s)
+        for k, stream in enumerate(subs):
+            while pending[k] and pending[k][0][0] <= t + step:
+                _cue(out, stream, subtitles[k].codec, pending[k].pop(0), start_s)
+    if v is not None:
+        out.mux(v.encode(None))
+    for stream in sounds:
+        out.mux(stream.encode(None))
+
+
+def _audio_until(out, stream, samples, done: int, until_s: float, start_s: float) -> int:
+    import av
+
+    block = 1024
+    end = min(len(samples), int(until_s * AUDIO_RATE_HZ))
+    while done + block <= end or (done < end == len(samples)):
+        chunk = samples[done : done + block].reshape(1, -1).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+        frame.sample_rate, frame.pts = AUDIO_RATE_HZ, done + round(start_s * AUDIO_RATE_HZ)
+        frame.time_base = Fraction(1, AUDIO_RATE_HZ)
+        out.mux(stream.encode(frame))
+        done += chunk.shape[1]
+    return done
+
+
+def _cue(out, stream, codec: str, cue: tuple[float, float, str], start_s: float) -> None:
+    import av
+
+    start, end, text = cue
+    packet = av.Packet(_subtitle_payload(codec, text))
+    packet.stream = stream
+    packet.time_base = Fraction(1, 1000)
+    packet.pts = packet.dts = round((start + start_s) * 1000)
+    packet.duration = round((end - start) * 1000)
+    out.mux(packet)
+
+
+def speech_samples(text: str, seconds: float, voice: str | None = None) -> np.ndarray:
+    """espeak-ng speech of ``text`` in ``voice`` at AUDIO_RATE_HZ, padded to ``seconds``."""
+    return sample_audio(text, seconds, voice=voice)
+
+
+def patch_matroska_duration(path: Path, seconds: float) -> None:
+    """Make a Matroska file's header declare ``seconds`` (the Segment Info Duration element)."""
+    data = bytearray(Path(path).read_bytes())
+    at = data.find(b"\x44\x89\x88")  # Duration, 8-byte float, in TimecodeScale units (1 ms)
+    if at < 0:
+        raise ValueError("no 8-byte Duration element found")
+    data[at + 3 : at + 11] = struct.pack(">d", seconds * 1000)
+    Path(path).write_bytes(bytes(data))

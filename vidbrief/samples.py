@@ -61,13 +61,24 @@ DEMO_TALKS = (
 )
 
 
-def speak(text: str, path: Path, *, words_per_minute: int = 150) -> bool:
-    """Write espeak-ng speech of ``text`` to a WAV file; False when espeak-ng is missing."""
+def speak(text: str, path: Path, *, words_per_minute: int = 150, voice: str | None = None) -> bool:
+    """Write espeak-ng speech of ``text`` to a WAV file; False when espeak-ng is missing.
+
+    ``voice``: an espeak-ng voice (``de``, ``es`` …; default English).
+    """
     exe = shutil.which("espeak-ng")
     if exe is None:
         return False
     subprocess.run(
-        [exe, "-w", str(path), "-s", str(words_per_minute), text],
+        [
+            exe,
+            "-w",
+            str(path),
+            "-s",
+            str(words_per_minute),
+            *(["-v", voice] if voice else []),
+            text,
+        ],
         check=True,
         capture_output=True,
         timeout=120,
@@ -91,11 +102,13 @@ def _tone(seconds: float, rate: int) -> np.ndarray:
     )
 
 
-def sample_audio(text: str, seconds: float, rate: int = AUDIO_RATE_HZ) -> np.ndarray:
+def sample_audio(
+    text: str, seconds: float, rate: int = AUDIO_RATE_HZ, *, voice: str | None = None
+) -> np.ndarray:
     """Speech of ``text`` (or a tone), padded with silence or trimmed to ``seconds``."""
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "speech.wav"
-        if text and speak(text, wav):
+        if text and speak(text, wav, voice=voice):
             audio, speech_rate = _read_wav_mono(wav)
             if speech_rate != rate:
                 audio = np.interp(
@@ -154,11 +167,14 @@ def make_sample_video(
     noise: float = 0.0,
     audio: bool = True,
     preset: str = "veryfast",
+    voice: str | None = None,
+    samples: np.ndarray | None = None,
 ) -> Path:
     """Write an H.264 + AAC mp4 with hard cuts at ``cuts`` (seconds) and speech of ``text``.
 
     ``noise`` (0..1) adds per-frame random noise, which makes the file large (size tests);
-    ``audio=False`` leaves the audio track out.
+    ``audio=False`` leaves the audio track out; ``voice`` is the espeak-ng voice; ``samples``
+    (mono float32 at AUDIO_RATE_HZ) replaces the spoken text.
     """
     import av
 
@@ -173,7 +189,8 @@ def make_sample_video(
             sound.layout = "mono"
         _write_video(out, video, seconds, fps, size, cuts, noise, rng)
         if sound is not None:
-            _write_audio(out, sound, sample_audio(text, seconds))
+            speech = sample_audio(text, seconds, voice=voice) if samples is None else samples
+            _write_audio(out, sound, speech)
     return path
 
 

@@ -2,6 +2,7 @@
 
     vidbrief bench schedule [--quick] [--json]   flow-shop efficiency: ours vs the seed design
     vidbrief bench bridge   [--quick] [--json]   jobs/s vs raw Ray and rq; XADD → start latency
+    vidbrief bench media    [--quick] [--json]   speech WER, language, CPU/min, RSS vs length
     vidbrief bench show FILE [--markdown]       a saved --json document as tables again
 
 Importing this module loads only typer (no Ray, no matplotlib): the commands import their
@@ -166,6 +167,33 @@ def steps(
     size = (320, 180) if quick else (640, 360)
     doc = run_steps(StepsOptions(seconds=seconds or (20.0 if quick else 60.0), size=size))
     _emit({**doc, "quick": quick}, as_json, as_markdown)
+
+
+@bench_app.command()
+def media(
+    quick: Annotated[
+        bool, typer.Option(help="Two cases, 1 and 2 minute run-local lengths.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    as_markdown: Annotated[bool, typer.Option("--markdown", help=MARKDOWN_HELP)] = False,
+    case: Annotated[
+        list[str] | None, typer.Option(help="Only these cases (repeatable; see BENCHMARKS.md).")
+    ] = None,
+    minutes: Annotated[
+        list[float] | None,
+        typer.Option(help="run-local lengths in minutes (repeatable; default 5, 20, 60)."),
+    ] = None,
+    threads: Annotated[int, typer.Option(min=0, help="CPU threads (0: all cores).")] = 0,
+) -> None:
+    """Speech to text per case (WER, language, CPU s/min, peak RSS); run-local RSS vs length."""
+    _logging()
+    from vidbrief.bench.media import MediaOptions, run_media
+
+    lengths = tuple(minutes) if minutes else ((1.0, 2.0) if quick else (5.0, 20.0, 60.0))
+    options = MediaOptions(
+        quick=quick, cases=tuple(case or ()), lengths_min=lengths, threads=threads
+    )
+    _emit({**run_media(options), "quick": quick}, as_json, as_markdown)
 
 
 @bench_app.command()

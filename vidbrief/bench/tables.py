@@ -35,7 +35,7 @@ SCHEDULE_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("seed duty", lambda r: _f(r["seed_gpu_duty"])),
     ("pinned", lambda r: "yes" if r["pinned"] else "NO"),
 )
-LEFT = ("topology", "workload", "measure", "target")
+LEFT = ("topology", "workload", "measure", "target", "case", "model", "warnings")
 
 
 def schedule_table(doc: dict[str, Any]) -> Table:
@@ -109,6 +109,8 @@ def markdown(table: Table) -> str:
 def tables(doc: dict[str, Any]) -> list[Table]:
     if doc["bench"] == "steps":
         return steps_tables(doc)
+    if doc["bench"] == "media":
+        return media_tables(doc)
     main = schedule_table(doc) if doc["bench"] == "schedule" else bridge_table(doc)
     found = [main, targets_table(doc["targets"])]
     if "provenance" in doc:
@@ -151,3 +153,36 @@ def steps_tables(doc: dict[str, Any]) -> list[Table]:
         shown = f"{value:.3f}" if isinstance(value, float) else str(value)
         figures.add_row(key.replace("_", " "), shown)
     return [seconds, figures]
+
+
+def media_tables(doc: dict[str, Any]) -> list[Table]:
+    """``bench media``: speech per case, then run-local peak RSS against length."""
+    from vidbrief.bench.media import length_rows, media_rows
+
+    cases = Table(title="speech to text per case (analyse step, warm model)")
+    for header in ("case", "model", "s", "WER", "target", "language (p)", "CPU s/min", "RSS MiB"):
+        cases.add_column(header, justify="left" if header in ("case", "model") else "right")
+    cases.add_column("warnings")
+    for row in media_rows(doc):
+        cases.add_row(*row)
+    ratio, alone = doc.get("rss_ratio"), doc.get("analyse_rss_ratio")
+    title = "run-local against length" + (
+        f" — peak RSS last/first: run-local {ratio:.3f}, analyse {alone:.3f}"
+        if ratio and alone
+        else ""
+    )
+    lengths = Table(title=title)
+    headers = (
+        "minutes",
+        "run-local RSS MiB",
+        "CPU s/min",
+        "analyse RSS MiB",
+        "CPU s/min",
+        "wall s",
+        "exit",
+    )
+    for header in headers:
+        lengths.add_column(header, justify="right")
+    for row in length_rows(doc):
+        lengths.add_row(*row)
+    return [cases, lengths]
