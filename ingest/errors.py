@@ -25,8 +25,11 @@ leaves its step (the step turns it into a StepError or a notice):
 
     pipeline/brief.py     InvalidOutput        VidbriefError, ValueError: a model reply to repair
     pipeline/speech.py    BackendUnavailable   VidbriefError, RuntimeError: try the next backend
-    pipeline/download.py  RefusedRequest,      yt-dlp's RequestError only, so that yt-dlp's
-                          DeadlineExceeded     networking passes them through unchanged
+    pipeline/fetch.py     RefusedRequest,      yt-dlp's RequestError only, so that yt-dlp's
+                          DeadlineExceeded,    networking passes them through unchanged
+                          OverLimitRequest
+    pipeline/fetchlimits.py  OverLimit          PermanentStepError: a response over its cap
+                          DeadlinePassed       VidbriefError, TimeoutError: a read past the deadline
 
 Where callers may already catch a builtin (``except TimeoutError``), the class subclasses it
 too, so both spellings work.

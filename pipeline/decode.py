@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 
 from ingest.errors import PermanentStepError
+from ingest.names import ANALYSE_STEP
+from pipeline.containers import AV_CONTAINER_OPTIONS
 from pipeline.models import Notice, Segment, Shot
 from pipeline.shots import HIST_SIZE_PX, ShotTracker, keyframe_size
 from pipeline.speech import SAMPLE_RATE_HZ
@@ -47,15 +49,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STEP = "analyse"
+STEP = ANALYSE_STEP
 AUDIO_FILE = "audio-16k-mono.f32"
-#: Options for every av.open of downloaded media: only plain container demuxers, and no
-#: protocol but local files — playlist demuxers (hls, concat, dash) would open the URLs or
-#: paths listed inside an untrusted file.
-AV_CONTAINER_OPTIONS = {
-    "format_whitelist": "mov,matroska,mpegts,flv,avi,ogg,mpeg,asf,wav,mp3,aac,flac,h264,hevc",
-    "protocol_whitelist": "file",
-}
 #: A file is called truncated when its content stops short of the declared duration by more
 #: than both of these.
 TRUNCATED_MIN_SECONDS = 2.0

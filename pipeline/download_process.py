@@ -1,6 +1,6 @@
 """The download step in a child process: bounds on the process, for what no read check sees.
 
-:mod:`pipeline.download` bounds every byte and second it reads. What it cannot bound from the
+:mod:`pipeline.fetch` bounds every byte and second it reads. What it cannot bound from the
 inside — a parser busy on a hostile page, a name lookup that hangs, a library stuck in C, an
 allocation nobody counted — is bounded here, on the process that runs it:
 
@@ -17,7 +17,7 @@ allocation nobody counted — is bounded here, on the process that runs it:
 
 The request goes to the child as JSON on stdin; the child answers one JSON object on stdout
 (whatever else it prints goes to stderr: the worker's log) and, on success, leaves
-``media.json`` in the work folder as :func:`pipeline.download.download` always does.
+``media.json`` in the work folder as :func:`pipeline.fetch.download` always does.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.errors import PermanentStepError, RetryableStepError, StepError
-from pipeline.download import (
+from pipeline.fetch import (
     STEP,
     DownloadLimits,
     _finished,
@@ -86,7 +86,7 @@ def download_isolated(
     language: str,
     memory_bytes: int,
 ) -> Media:
-    """:func:`pipeline.download.download` in a child process (same errors, same result)."""
+    """:func:`pipeline.fetch.download` in a child process (same errors, same result)."""
     workdir = Path(workdir)
     done = _finished(workdir)
     if done is not None:

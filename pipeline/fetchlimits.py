@@ -1,6 +1,6 @@
 """What one download may read: bytes per kind of response, and one deadline on every socket read.
 
-The download's request handler (:mod:`pipeline.download`) wraps every response it returns in
+The download's request handler (:mod:`pipeline.fetch`) wraps every response it returns in
 :class:`BoundedResponse`, which counts what is read against the cap of the response's kind:
 
 - ``page``: each web page, manifest or API answer an extractor reads (``VIDBRIEF_MAX_PAGE_MB``);

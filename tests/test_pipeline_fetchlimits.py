@@ -318,7 +318,7 @@ def trickling_tls_server(folder: Path) -> Iterator[int]:
 @pytest.mark.chaos
 def test_a_trickling_tls_server_is_held_to_the_deadline_too(tmp_path: Path):
     # TLS sockets are made by the SSL context from ours: they must keep the deadline.
-    from pipeline.download import _GuardedYoutubeDL
+    from pipeline.fetch import _GuardedYoutubeDL
     from pipeline.fetchlimits import DeadlinePassed
 
     bounds = LIMITS.read_bounds(time.monotonic() + DEADLINE_S)

@@ -33,9 +33,9 @@ SMALL_MODULE_PACKAGES = ("ingest", "raybridge", "webhooks")
 MAX_MODULE_LINES = 400
 #: Exceptions that must be a library's type only (see the tree in ingest/errors.py).
 LIBRARY_TYPED = {
-    "pipeline.download.RefusedRequest",
-    "pipeline.download.DeadlineExceeded",
-    "pipeline.download.OverLimitRequest",
+    "pipeline.fetch.RefusedRequest",
+    "pipeline.fetch.DeadlineExceeded",
+    "pipeline.fetch.OverLimitRequest",
 }
 #: Documents of the people who work on vidbrief, not part of it: the code never cites them.
 OUTSIDE = re.compile(r"\b(CONTRACT|FACTS|DESIGN|STYLE)\.md\b|\bissue #?\d+\b", re.IGNORECASE)
