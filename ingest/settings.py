@@ -238,6 +238,19 @@ class Settings(BaseSettings):
         12_000, ge=1000, description="Prompt budget; longer transcripts are map-reduced."
     )
     llm_concurrency: int = Field(4, ge=1, description="Parallel chunk calls of one brief.")
+    llm_response_format: Literal["auto", "json_schema", "json_object"] = Field(
+        "auto",
+        description="How the reply's JSON is asked for: json_schema (the brief's schema, which "
+        "servers like llama.cpp and vLLM enforce by grammar) or json_object. auto: json_schema "
+        "for openai, gemini and custom, json_object for deepseek and qwen; a server that "
+        "refuses json_schema is asked again with json_object.",
+    )
+    llm_max_output_tokens: int = Field(
+        4096,
+        ge=256,
+        description="Longest reply of one LLM call, in tokens: a model that loops stops here "
+        "instead of filling its context.",
+    )
     llm_max_calls: int = Field(
         40,
         ge=1,

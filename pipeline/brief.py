@@ -49,6 +49,7 @@ from pipeline.grounding import (
     fit_chapters,
     ground_key_points,
     unsupported_chapters,
+    unsupported_specifics,
 )
 from pipeline.llm import ChatReply, LLMClient, LLMConfig
 from pipeline.models import (
@@ -84,13 +85,32 @@ __all__ = ["STEP", "ask", "chunk_segments", "offline_brief", "run", "write_brief
 
 
 def run(ctx: JobContext, media: Media, analysis: Analysis) -> Brief:
-    """Write the brief: with the configured LLM, else the offline extractive brief."""
+    """Write the brief: with the configured LLM, else the offline extractive brief.
+
+    A model whose answer stays unusable after the repair call gets the offline brief written
+    instead, with an ``llm_unusable`` warning on the report: download and analysis are not
+    thrown away for a model that cannot follow the schema, and nothing it wrote is printed.
+    """
     check_transcript_size(ctx.settings, analysis)
     llm = LLMClient.from_settings(ctx.settings)
     if llm is None:
         return offline_brief(media, analysis)
     with llm:
-        return write_brief(ctx, media, analysis, llm)
+        try:
+            return write_brief(ctx, media, analysis, llm)
+        except UnusableBrief as e:
+            return _offline_instead(media, analysis, e)
+
+
+def _offline_instead(media: Media, analysis: Analysis, unusable: UnusableBrief) -> Brief:
+    brief = offline_brief(media, analysis)
+    notice = Notice(
+        code="llm_unusable",
+        message=f"The language model ({unusable.model_name}) did not return a usable brief "
+        "(after one repair call), "
+        "so this is the offline extractive brief: sentences picked from the transcript.",
+    )
+    return brief.model_copy(update={"warnings": [*brief.warnings, notice], "usage": unusable.usage})
 
 
 def check_transcript_size(settings: Settings, analysis: Analysis) -> None:
@@ -164,7 +184,7 @@ class Caller:
                 "raise it, or VIDBRIEF_LLM_CONTEXT_TOKENS so that fewer chunks are needed",
                 step=STEP,
             )
-        return self.llm.chat_json(messages)
+        return self.llm.chat_json(messages, BRIEF_SCHEMA)
 
     def check_plan(self, calls: int, chunks: int) -> None:
         if calls > self.max_calls:
@@ -177,6 +197,19 @@ class Caller:
 
 
 # --- one call with validation, grounding and one repair -------------------------------------
+
+
+#: The schema the reply must follow, for servers that take response_format json_schema.
+BRIEF_SCHEMA = BriefContent.model_json_schema()
+
+
+class UnusableBrief(PermanentStepError):
+    """The model's answer stayed unusable after the repair call (``run`` writes the offline
+    brief instead; called directly, a permanent error)."""
+
+    def __init__(self, message: str, model_name: str, usage: TokenUsage) -> None:
+        super().__init__(message, step=STEP)
+        self.model_name, self.usage = model_name, usage
 
 
 class InvalidOutput(VidbriefError, ValueError):
@@ -272,7 +305,7 @@ def ask(
     """One call; on invalid output or quotes not found, one repair call; then what holds."""
     reply = caller.chat(messages)
     usage = _usage(reply)
-    first = _Checked.of(reply.content, duration_s, index)
+    first = _check(reply, duration_s, index)
     if not first.problems:
         return first.answer(usage)
     if not caller.reserve():  # no budget for a repair: keep what holds, if anything does
@@ -282,12 +315,20 @@ def ask(
         {"role": "assistant", "content": reply.content},
         {"role": "user", "content": REPAIR.format(problems=_bullets(first.problems))},
     ]
-    second_reply = caller.llm.chat_json(repair)
+    second_reply = caller.llm.chat_json(repair, BRIEF_SCHEMA)
     usage = add_usage(usage, _usage(second_reply))
-    second = _Checked.of(second_reply.content, duration_s, index)
+    second = _check(second_reply, duration_s, index)
     if second.content is None:
         return _unrepaired(first, usage, caller, second.problems)
     return second.answer(usage, _repair_counts(first, second))
+
+
+def _check(reply: ChatReply, duration_s: float, index: TranscriptIndex) -> _Checked:
+    checked = _Checked.of(reply.content, duration_s, index)
+    if checked.content is None and reply.finish_reason == "length":
+        cut = "the reply was cut off at VIDBRIEF_LLM_MAX_OUTPUT_TOKENS: write less"
+        return _Checked(None, None, [cut, *checked.problems])
+    return checked
 
 
 def _bullets(lines: Sequence[str]) -> str:
@@ -297,7 +338,7 @@ def _bullets(lines: Sequence[str]) -> str:
 def _unrepaired(
     first: _Checked, usage: TokenUsage, caller: Caller, repair_problems: list[str] | None
 ) -> Answer:
-    """The first reply without its unfound quotes; a permanent error when it is invalid."""
+    """The first reply without its unfound quotes; UnusableBrief when it is invalid."""
     if first.content is not None:
         return first.answer(usage)
     if repair_problems is None:
@@ -310,7 +351,7 @@ def _unrepaired(
             f"the LLM ({caller.name}) returned an invalid brief twice (one repair attempt): "
             f"{'; '.join(repair_problems)}"
         )
-    raise PermanentStepError(why, step=STEP)
+    raise UnusableBrief(why, caller.name, usage)
 
 
 def _repair_counts(first: _Checked, second: _Checked) -> Grounding:
@@ -372,6 +413,16 @@ def finish(
             )
         )
     same_language = language_of(requested_language or analysis.language) == index.lang
+    invented = unsupported_specifics(_prose(content), index) if same_language else []
+    if invented:
+        warnings.append(
+            Notice(
+                code="unsupported_claims",
+                message="The brief names things the video never says ("
+                + ", ".join(invented)
+                + "): read its summary and key points with care.",
+            )
+        )
     flagged = unsupported_chapters(chapters, index) if same_language else []
     if flagged:
         titles = ", ".join(f"“{c.title}”" for c in flagged)
@@ -383,6 +434,15 @@ def finish(
             )
         )
     return content, warnings
+
+
+def _prose(content: BriefContent) -> list[str]:
+    """What the model wrote in its own words (quotes are checked on their own)."""
+    return [
+        content.summary,
+        *(kp.text for kp in content.key_points),
+        *(ch.summary for ch in content.chapters),
+    ]
 
 
 # --- map-reduce ------------------------------------------------------------------------------

@@ -22,11 +22,19 @@ word with what is said inside it is reported (it is not what was said there).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pipeline.models import Chapter, KeyPoint, Segment, Shot
-from pipeline.text import TimedWord, content_words, join_words, normalise, timed_words
+from pipeline.text import (
+    STOPWORDS,
+    TimedWord,
+    content_words,
+    join_words,
+    normalise,
+    timed_words,
+)
 
 MATCH_THRESHOLD = 85.0  # rapidfuzz fuzz.ratio on normalised text, 0-100
 MIN_FUZZY_TOKENS = 4  # shorter quotes must match word for word
@@ -231,6 +239,41 @@ def unsupported_chapters(chapters: Sequence[Chapter], index: TranscriptIndex) ->
         if said and summary and not summary & said and not _stems(summary) & _stems(said):
             flagged.append(ch)
     return flagged
+
+
+#: Languages whose writing capitalises names only (and sentence starts): a capital mid-sentence
+#: marks a name there. German capitalises every noun, so only its numbers are checked.
+NAME_CASE_LANGUAGES = frozenset({"en", "fr", "es", "it", "pt", "nl", "sv", "da", "no", "pl"})
+MAX_UNSUPPORTED_SHOWN = 6
+_WRITTEN_NUMBER = re.compile(r"(?<!\w)\d[\d.,]*%?")
+_NAME_WORD = re.compile(r"[A-ZÀ-ÖØ-Þ][\w'’-]+")
+_PUNCTUATION = "\"'“”‘’()[]{}.,;:!?…"
+
+
+def unsupported_specifics(texts: Sequence[str], index: TranscriptIndex) -> list[str]:
+    """Names and numbers the brief's prose states that the transcript never says.
+
+    A summary can paraphrase, but a person, a place or a figure it gives must have been said:
+    "Tracy" or "40 %" absent from the transcript is an invention (a small model's summary of a
+    talk about Lisbon spoke of "Tracy and the Lions"). Numbers compare spelled out, as quotes do.
+    """
+    said = set(index.tokens)
+    missing: dict[str, None] = {}
+    for term in (t for text in texts for t in _specifics(text, index.lang)):
+        tokens = normalise(term, index.lang)
+        if tokens and not all(t in said for t in tokens):
+            missing[term] = None
+    return list(missing)[:MAX_UNSUPPORTED_SHOWN]
+
+
+def _specifics(text: str, lang: str) -> list[str]:
+    """The figures of ``text``, and its names where capitals mark names only."""
+    found = [m.group(0).rstrip(".,") for m in _WRITTEN_NUMBER.finditer(text)]
+    if lang in NAME_CASE_LANGUAGES:
+        for sentence in re.split(r"(?<=[.!?])\s+", text):
+            bare = [w.strip(_PUNCTUATION) for w in sentence.split()[1:]]  # not the first word
+            found += [w for w in bare if _NAME_WORD.fullmatch(w) and w.lower() not in STOPWORDS]
+    return found
 
 
 def _stems(words: set[str]) -> set[str]:

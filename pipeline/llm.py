@@ -62,14 +62,21 @@ class Provider:
     base_url: str | None
     default_model: str | None
     key_required: bool = True
+    #: Whether the endpoint takes ``response_format`` ``json_schema`` (structured outputs).
+    json_schema: bool = True
 
 
 PROVIDERS: dict[str, Provider] = {
     p.name: p
     for p in (
         Provider("openai", "https://api.openai.com/v1", "gpt-4o-mini"),
-        Provider("deepseek", "https://api.deepseek.com", "deepseek-chat"),
-        Provider("qwen", "https://dashscope.aliyuncs.com/compatible-mode/v1", "qwen-plus"),
+        Provider("deepseek", "https://api.deepseek.com", "deepseek-chat", json_schema=False),
+        Provider(
+            "qwen",
+            "https://dashscope.aliyuncs.com/compatible-mode/v1",
+            "qwen-plus",
+            json_schema=False,
+        ),
         Provider(
             "gemini", "https://generativelanguage.googleapis.com/v1beta/openai/", "gemini-2.5-flash"
         ),
@@ -91,6 +98,9 @@ class LLMConfig:
     max_retries: int
     concurrency: int
     context_tokens: int
+    #: ``json_schema`` or ``json_object`` (see VIDBRIEF_LLM_RESPONSE_FORMAT).
+    response_format: str = "json_object"
+    max_output_tokens: int = 4096
 
 
 def resolve_config(settings: Settings) -> LLMConfig | None:
@@ -122,7 +132,15 @@ def resolve_config(settings: Settings) -> LLMConfig | None:
         max_retries=settings.llm_max_retries,
         concurrency=settings.llm_concurrency,
         context_tokens=settings.llm_context_tokens,
+        response_format=_response_format(settings, provider),
+        max_output_tokens=settings.llm_max_output_tokens,
     )
+
+
+def _response_format(settings: Settings, provider: Provider) -> str:
+    if settings.llm_response_format != "auto":
+        return settings.llm_response_format
+    return "json_schema" if provider.json_schema else "json_object"
 
 
 def llm_configured(settings: Settings) -> bool:
@@ -277,6 +295,8 @@ class LLMClient:
         self.client = client
         self.config = config
         self._wait = _Wait(backoff_base_s, backoff_max_s, retry_after_max_s)
+        #: Turned off for this client's life when the server refuses json_schema.
+        self._use_schema = config.response_format == "json_schema"
 
     @classmethod
     def from_settings(cls, settings: Settings, **policy: float) -> LLMClient | None:
@@ -295,8 +315,11 @@ class LLMClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def chat_json(self, messages: list[dict[str, str]]) -> ChatReply:
-        """One chat completion asking for a JSON object, retried on transient errors."""
+    def chat_json(
+        self, messages: list[dict[str, str]], schema: dict[str, Any] | None = None
+    ) -> ChatReply:
+        """One chat completion asking for a JSON object (of ``schema``, where the server takes
+        json_schema), retried on transient errors."""
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.config.max_retries + 1),
             wait=self._wait,
@@ -305,7 +328,7 @@ class LLMClient:
             reraise=True,
         )
         try:
-            response = retrying(self._create, messages)
+            response = retrying(self._create_json, messages, schema)
         except Exception as e:
             error = self._step_error(e)
         else:
@@ -314,16 +337,43 @@ class LLMClient:
         # must not travel along as the cause or context of ours.
         raise error
 
-    def _create(self, messages: list[dict[str, str]]) -> Any:
+    def _create_json(self, messages: list[dict[str, str]], schema: dict[str, Any] | None) -> Any:
+        """json_schema when asked for and possible; a server that refuses it (HTTP 400) is
+        asked again at once with json_object, and is not asked for a schema again."""
+        import openai
+
+        if schema is None or not self._use_schema:
+            return self._create(messages, {"type": "json_object"})
+        try:
+            return self._create(messages, _schema_format(schema))
+        except openai.BadRequestError as e:
+            log.warning(
+                "LLM %s refused response_format json_schema (HTTP %s%s); asking for "
+                "json_object from now on (VIDBRIEF_LLM_RESPONSE_FORMAT=json_object skips the try)",
+                self.config.provider,
+                e.status_code,
+                _error_code(e),
+            )
+            self._use_schema = False
+        return self._create(messages, {"type": "json_object"})
+
+    def _create(self, messages: list[dict[str, str]], response_format: dict[str, Any]) -> Any:
         with call_deadline(self.config.timeout_s):
             return self.client.chat.completions.create(
                 model=self.config.model,
                 messages=messages,  # type: ignore[arg-type]
-                # json_object (not json_schema) is what all the named providers and vLLM/Ollama
-                # accept; the schema is spelled out in the system prompt and checked by pydantic.
-                # No temperature: some models (reasoning ones) reject any value but the default.
-                response_format={"type": "json_object"},
+                # The schema is spelled out in the system prompt too and checked by pydantic:
+                # json_object servers get it there. No temperature: some models (reasoning
+                # ones) reject any value but the default.
+                response_format=response_format,  # type: ignore[arg-type]
+                **self._token_cap(),
             )
+
+    def _token_cap(self) -> dict[str, int]:
+        # OpenAI's reasoning models take only max_completion_tokens; the other providers and
+        # local servers know max_tokens.
+        key = "max_completion_tokens" if self.config.provider == "openai" else "max_tokens"
+        return {key: self.config.max_output_tokens}
 
     def _step_error(self, exc: Exception) -> StepError:
         import openai
@@ -362,6 +412,12 @@ def _hint(status: int) -> str:
     if status == 404:
         return " (check VIDBRIEF_LLM_MODEL and VIDBRIEF_LLM_BASE_URL)"
     return ""
+
+
+def _schema_format(schema: dict[str, Any]) -> dict[str, Any]:
+    # strict=False: OpenAI's strict mode wants every field required and no defaults; servers
+    # that enforce a schema by grammar (llama.cpp, vLLM) do so either way.
+    return {"type": "json_schema", "json_schema": {"name": "brief", "schema": schema}}
 
 
 def _reply(response: Any) -> ChatReply:

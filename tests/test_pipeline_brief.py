@@ -181,7 +181,7 @@ def test_brief_success_request_is_checked(tmp_path: Path) -> None:
     assert (request.method, request.path) == ("POST", "/v1/chat/completions")
     assert request.headers["authorization"] == f"Bearer {API_KEY}"
     assert request.json["model"] == MODEL
-    assert request.json["response_format"] == {"type": "json_object"}
+    assert request.json["response_format"]["type"] == "json_schema"  # custom: by default
     system, user = request.json["messages"]
     assert system["role"] == "system" and '"key_points"' in system["content"]
     assert "French (BCP 47 tag fr)" in system["content"]
@@ -245,11 +245,51 @@ def test_invalid_twice_is_permanent(tmp_path: Path) -> None:
         server.script(Reply(content="not json at all"), Reply(content=no_quote))
         ctx = make_ctx(make_settings(tmp_path, server))
         with pytest.raises(PermanentStepError, match="invalid brief twice") as err:
-            brief_step.run(ctx, make_media(), make_analysis())
+            brief_step.write_brief(ctx, make_media(), make_analysis(), fast_client(ctx.settings))
 
     assert len(server.chat_requests) == 2
     assert "key_points.0.quote" in str(err.value)
     assert err.value.step == "brief" and not err.value.retryable
+
+
+@pytest.mark.integration
+def test_a_model_that_stays_unusable_gets_the_offline_brief_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    """A small local model that loops instead of answering: the job still gets a faithful
+    brief (the extractive one), and the report says why."""
+    looping = '{"title": "Brief", "summary": "' + "que é " * 400
+    with LLMServer() as server:
+        server.script(Reply(content=looping), Reply(content="not json at all"))
+        ctx = make_ctx(make_settings(tmp_path, server))
+        brief = brief_step.run(ctx, make_media(), make_analysis())
+
+    assert len(server.chat_requests) == 2
+    assert brief.offline and brief.provider == "offline"
+    assert [w.code for w in brief.warnings] == ["llm_unusable"]
+    assert "did not return a usable brief" in brief.warnings[0].message
+    assert brief.usage.calls == 2  # the calls it cost are still counted
+    assert "que é" not in brief.content.summary
+
+
+@pytest.mark.integration
+def test_the_schema_is_asked_for_and_a_server_that_refuses_it_gets_json_object(
+    tmp_path: Path,
+) -> None:
+    with LLMServer() as server:
+        server.script(Reply(status=400, body={"error": {"message": "bad response_format"}}))
+        ctx = make_ctx(make_settings(tmp_path, server))
+        llm = fast_client(ctx.settings)
+        brief_step.write_brief(ctx, make_media(), make_analysis(), llm)
+        brief_step.write_brief(ctx, make_media(), make_analysis(), llm)
+
+    formats = [r.json["response_format"] for r in server.chat_requests]
+    assert formats[0]["type"] == "json_schema"
+    assert formats[0]["json_schema"]["schema"]["title"] == "BriefContent"
+    assert [f["type"] for f in formats[1:]] == ["json_object", "json_object"]
+    assert all(
+        r.json["max_tokens"] == ctx.settings.llm_max_output_tokens for r in server.chat_requests
+    )
 
 
 @pytest.mark.integration
@@ -370,3 +410,16 @@ def test_offline_title_falls_back_and_no_speech_is_said() -> None:
     brief = offline_step.offline_brief(make_media(title=None), silent)
     assert brief.content.title == "Untitled video"
     assert "No speech" in brief.content.summary and brief.content.key_points == []
+
+
+@pytest.mark.integration
+def test_a_summary_that_invents_names_and_figures_is_flagged(tmp_path: Path) -> None:
+    invented = valid_json(summary="Tracy Lions from Porto says output rose by 40% in 2019.")
+    with LLMServer() as server:
+        server.script(Reply(content=invented))
+        ctx = make_ctx(make_settings(tmp_path, server))
+        brief = brief_step.run(ctx, make_media(), make_analysis())
+
+    [warning] = [w for w in brief.warnings if w.code == "unsupported_claims"]
+    for term in ("Lions", "Porto", "40%", "2019"):
+        assert term in warning.message

@@ -27,6 +27,7 @@ from pipeline.grounding import (
     boundaries,
     chapter_shots,
     fit_chapters,
+    unsupported_specifics,
 )
 from pipeline.models import Analysis, Chapter, Media, Segment, Shot, Word
 from pipeline.text import normalise
@@ -281,3 +282,22 @@ def test_transcript_size_and_report_pages_are_bounded(tmp_path: Path) -> None:
         report.run(ctx, media(analysis), analysis, brief)
     assert "about" in str(err.value)  # refused on the estimate, before the layout
     assert not (tmp_path / "reports" / "job-g" / "report.pdf").exists()
+
+
+def test_names_and_figures_the_transcript_never_says_are_flagged() -> None:
+    said = (
+        "Welcome to the quarterly review. Revenue grew by 12% this quarter, and the new "
+        "factory in Lisbon opens in March."
+    )
+    index = TranscriptIndex.of([Segment(start=0.0, end=9.0, text=said)], "en")
+    faithful = "Revenue grew by twelve percent. The factory in Lisbon opens in March."
+    invented = "Tracy and the Lions expect 40% growth in Porto, says Anna."
+    assert unsupported_specifics([faithful], index) == []
+    assert unsupported_specifics([invented], index) == ["40%", "Lions", "Porto", "Anna"]
+
+
+def test_german_nouns_are_not_taken_for_names() -> None:
+    said = "Der Umsatz ist um zwölf Prozent gestiegen."
+    index = TranscriptIndex.of([Segment(start=0.0, end=4.0, text=said)], "de")
+    assert unsupported_specifics(["Das Wachstum betrug 12 Prozent."], index) == []
+    assert unsupported_specifics(["Das Wachstum betrug 40 Prozent."], index) == ["40"]
