@@ -159,11 +159,12 @@ class JobStatus(StrEnum):
 
 
 class StepTiming(BaseModel):
-    """When and where one step ran."""
+    """When and where one step ran, and in which attempt of the job."""
 
     started: float | None = None
     ended: float | None = None
     node: str | None = None
+    attempt: int | None = None
 
     @property
     def seconds(self) -> float | None:
@@ -177,7 +178,7 @@ class JobState(BaseModel):
 
     Flat hash fields: ``status``, ``url``, ``request`` (JSON), ``created_at``, ``updated_at``,
     ``started_at``, ``finished_at``, ``attempts``, ``stream_id``, ``cancel_requested``,
-    ``step:<name>:started|ended|node``, ``result`` (JSON), ``error`` (JSON).
+    ``step:<name>:started|ended|node|attempt``, ``result`` (JSON), ``error`` (JSON).
     """
 
     job_id: str

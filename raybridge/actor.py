@@ -28,8 +28,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 from redis.exceptions import RedisError
 
+from ingest.connect import as_secret
 from ingest.events import bridge_source
 from ingest.models import now
 from ingest.names import CANCEL_FIELD
@@ -61,7 +63,7 @@ class Bridge:
     def __init__(
         self,
         settings: Settings,
-        redis_url: str,
+        redis_url: str | SecretStr,
         *,
         launcher: Launcher,
         health: HealthMonitor | None = None,
@@ -73,8 +75,9 @@ class Bridge:
         self.source = bridge_source(settings.bridge_name)
         # surrogateescape: a producer's non-UTF-8 bytes must not crash the read loop; they
         # come back as lone surrogates (refused by admission) and go to the dead letter as sent.
+        redis_url = as_secret(redis_url)
         self.redis = redis or aioredis.from_url(
-            redis_url,
+            redis_url.get_secret_value(),
             decode_responses=True,
             health_check_interval=30,
             encoding_errors="surrogateescape",
