@@ -35,6 +35,7 @@ from ingest.connect import as_secret
 from ingest.events import bridge_source
 from ingest.models import now
 from ingest.names import CANCEL_FIELD
+from ingest.redact import error_summary
 from ingest.settings import Settings
 from raybridge.admission import Admission, Admitted
 from raybridge.announce import Announcer
@@ -201,7 +202,7 @@ class Bridge:
             try:
                 entries = await self._next_entries(self.window.free)
             except RedisError as e:
-                log.warning("reading %s failed: %s", self.names.jobs, e)
+                log.warning("reading %s failed: %s", self.names.jobs, error_summary(e))
                 await asyncio.sleep(ERROR_PAUSE_S)
                 continue
             for entry in entries:
@@ -243,7 +244,8 @@ class Bridge:
         try:
             admitted = await self.admission.admit(entry)
         except RedisError as e:
-            log.warning("entry %s left pending after a Redis error: %s", entry.stream_id, e)
+            why = error_summary(e)
+            log.warning("entry %s left pending after a Redis error: %s", entry.stream_id, why)
             return
         if admitted is None or self._draining:
             return  # accepted while a drain began: it stays pending, like what was not read
@@ -282,7 +284,7 @@ class Bridge:
             try:
                 entries = await self.stream.read_control(after)
             except RedisError as e:
-                log.warning("reading %s failed: %s", self.names.control, e)
+                log.warning("reading %s failed: %s", self.names.control, error_summary(e))
                 await asyncio.sleep(ERROR_PAUSE_S)
                 continue
             for entry in entries:
@@ -298,7 +300,8 @@ class Bridge:
             try:
                 await action()
             except Exception as e:  # a background chore must not stop the bridge
-                log.warning("%s failed: %s", getattr(action, "__name__", action), e)
+                name = getattr(action, "__name__", action)
+                log.warning("%s failed: %s", name, error_summary(e))
 
     async def _keep_alive(self) -> None:
         await self.stream.keep_alive(self.window.stream_ids())

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from ingest.models import JobRequest
 from ingest.names import ANALYSE_STEP, DOWNLOAD_STEP
+from ingest.redact import error_summary
 from ingest.settings import Settings
 from pipeline.chain import CHAIN
 from pipeline.context import JobContext
@@ -68,7 +69,8 @@ class JobRunner:
             slot.finishing = True  # from here on a cancel comes too late
             await self.finisher.store(slot.job_id, slot.stream_id, outcome)
         except (RedisError, OSError) as e:
-            log.warning("job %s: outcome not stored, entry stays pending: %s", slot.job_id, e)
+            why = error_summary(e)
+            log.warning("job %s: outcome not stored, entry stays pending: %s", slot.job_id, why)
         except Exception:
             log.exception("job %s: bridge error; entry stays pending", slot.job_id)
 
