@@ -11,7 +11,8 @@ launcher's node listing in a thread.
 
 Around the loop: recovery at start (own pending entries, then XAUTOCLAIM of idle ones), a
 control reader (cancel requests), the node and health refreshes (fleet.py), keep-alive claims
-of the entries in flight, a heartbeat in ``vidbrief:bridges``, and Prometheus metrics.
+of the entries in flight, a heartbeat in ``vidbrief:bridges``, trimming the jobs stream of
+acknowledged entries (stream_trim.py), and Prometheus metrics.
 
 ``Bridge`` is a plain class (Ray's ``util/queue.py`` habit) with its launcher and health
 monitor passed in: ``run.py`` makes it remote with the Ray ones; tests drive it directly with a
@@ -46,6 +47,7 @@ from raybridge.job import JobRunner
 from raybridge.metrics import BridgeMetrics
 from raybridge.protocols import Launcher
 from raybridge.stream import READ_BLOCK_MS, Entry, JobStream
+from raybridge.stream_trim import JobsTrimmer
 from raybridge.window import BackpressurePolicy, Slot, Window, WindowRoom
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,9 @@ class Bridge:
             claim_idle_ms=settings.claim_idle_ms,
             events_maxlen=settings.events_maxlen,
             job_ttl_seconds=settings.job_ttl_seconds,
+            dead_letter_field_bytes=settings.dead_letter_field_bytes,
         )
+        self.trimmer = JobsTrimmer(self.redis, self.names)
         self.window = Window(settings.window)
         self.policy = policy or WindowRoom()
         self.metrics = BridgeMetrics()
@@ -167,6 +171,7 @@ class Bridge:
                 self._every(every, self.fleet.refresh_nodes),
                 self._every(every, self.fleet.refresh_health),
                 self._every(self.settings.heartbeat_seconds, self._heartbeat),
+                self._every(self.settings.heartbeat_seconds, self._trim_jobs),
                 self._every(self._keep_alive_s(), self._keep_alive),
             )
         ]
@@ -305,6 +310,10 @@ class Bridge:
 
     async def _keep_alive(self) -> None:
         await self.stream.keep_alive(self.window.stream_ids())
+
+    async def _trim_jobs(self) -> None:
+        """Drop the jobs stream's entries every group acknowledged (stream_trim.py)."""
+        await self.trimmer.trim()
 
     async def _heartbeat(self) -> None:
         self.metrics.observe_window(self.window)

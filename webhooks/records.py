@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import redis
 
+from ingest.dead_letters import cap_fields
 from ingest.events import EventType, build_event
 from ingest.models import field_args
 from ingest.names import DELIVERIES_FIELD, EVENT_FIELD, REASON_FIELD
@@ -181,7 +182,7 @@ def dead_letter(
         EVENT_FIELD: delivery.payload,
     }
     with conn.pipeline(transaction=True) as pipe:
-        pipe.xadd(settings.names.dead, dead)
+        pipe.xadd(settings.names.dead, cap_fields(dead, settings.dead_letter_field_bytes))
         pipe.xadd(
             settings.names.events,
             {EVENT_FIELD: event},
