@@ -46,6 +46,7 @@ from raybridge.health import HealthMonitor
 from raybridge.job import JobRunner
 from raybridge.metrics import BridgeMetrics
 from raybridge.protocols import Launcher
+from raybridge.step_limits import CHECK_EVERY_S
 from raybridge.stream import READ_BLOCK_MS, Entry, JobStream
 from raybridge.stream_trim import JobsTrimmer
 from raybridge.window import BackpressurePolicy, Slot, Window, WindowRoom
@@ -172,6 +173,7 @@ class Bridge:
                 self._every(every, self.fleet.refresh_health),
                 self._every(self.settings.heartbeat_seconds, self._heartbeat),
                 self._every(self.settings.heartbeat_seconds, self._trim_jobs),
+                self._every(CHECK_EVERY_S, self.runner.clock.check),
                 self._every(self._keep_alive_s(), self._keep_alive),
             )
         ]

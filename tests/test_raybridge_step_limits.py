@@ -4,6 +4,7 @@ the setting; a step waiting for its turn is not late."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -14,13 +15,16 @@ import ray
 import redis
 from helpers import FAST_STEPS_S, all_finished, states, video, wait_until, xadd_raw
 
-from ingest.models import JobState, JobStatus
+from ingest.errors import StepTimeout
+from ingest.models import JobState, JobStatus, now
 from ingest.names import RedisNames
 from ingest.settings import Settings
 from pipeline.chain import DOWNLOAD_SLOT, REPORT_NODE, synthetic_duration
 from raybridge import BridgeHandle
+from raybridge.actor import Bridge
+from raybridge.window import Slot
 
-pytestmark = [pytest.mark.ray, pytest.mark.integration, pytest.mark.usefixtures("local_ray")]
+pytestmark = pytest.mark.integration
 
 SLOTS = 4
 LIMIT_S = 2.0
@@ -74,6 +78,8 @@ def assert_stopped(state: JobState, step: str) -> None:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.ray
+@pytest.mark.usefixtures("local_ray")
 def test_an_analysis_past_its_limit_fails_and_the_next_job_runs_on_a_restarted_actor(
     bridge: Callable[..., BridgeHandle],
     make_settings: Callable[..., Settings],
@@ -114,6 +120,8 @@ def test_an_analysis_past_its_limit_fails_and_the_next_job_runs_on_a_restarted_a
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.ray
+@pytest.mark.usefixtures("local_ray")
 def test_a_download_past_its_limit_is_killed_and_its_slot_freed(
     bridge: Callable[..., BridgeHandle], redis_client: redis.Redis, names: RedisNames
 ) -> None:
@@ -133,6 +141,8 @@ def test_a_download_past_its_limit_is_killed_and_its_slot_freed(
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.ray
+@pytest.mark.usefixtures("local_ray")
 def test_a_step_waiting_for_its_turn_is_not_late(
     bridge: Callable[..., BridgeHandle], redis_client: redis.Redis, names: RedisNames
 ) -> None:
@@ -152,3 +162,35 @@ def test_a_step_waiting_for_its_turn_is_not_late(
     found = states(redis_client, names, jobs)
     assert {j: s.status for j, s in found.items()} == dict.fromkeys(jobs, JobStatus.COMPLETED)
     assert time.monotonic() - started > 3 * 1.5  # they really queued one behind the other
+
+
+def test_the_watchdog_stops_a_step_only_when_this_attempt_started_it_a_limit_ago(
+    on_bridge: Callable[..., Any], redis_client: redis.Redis, names: RedisNames
+) -> None:
+    """The clock's rule, without Ray: the fake launcher's ref never resolves by itself."""
+    limit_s, beyond_s = 0.05, 0.1
+    job = names.job("j1")
+
+    async def action(bridge: Bridge) -> tuple[list[str], ...]:
+        clock, launcher = bridge.runner.clock, bridge.launcher
+        slot = Slot("j1", "1-1", attempt=2)
+        never = asyncio.get_running_loop().create_future()
+        follow = asyncio.create_task(clock.follow(slot, "brief", never))
+        looks = []
+        for started, attempt in ((None, None), (now() - 60, 1), (now() - 60, 2)):
+            if started is not None:  # what steps.py records when the step starts
+                redis_client.hset(
+                    job, mapping={"step:brief:started": started, "step:brief:attempt": attempt}
+                )
+            await asyncio.sleep(beyond_s)
+            await clock.check()
+            looks.append(list(launcher.aborted))
+        with pytest.raises(StepTimeout, match=r"brief ran past its time limit of 0\.05 s"):
+            await follow
+        return tuple(looks)
+
+    not_started, earlier_attempt, this_attempt = on_bridge(
+        action, step_timeout_seconds={"brief": limit_s}
+    )
+    assert not_started == [] and earlier_attempt == []  # waiting, or a stale record: not late
+    assert this_attempt == ["brief"]
