@@ -12,10 +12,9 @@ import redis
 from helpers import video, xadd_raw
 
 from ingest.client import Client
-from ingest.dead_letters import MARKER_NAME_BYTES
 from ingest.errors import NotReplayable
 from ingest.models import JobStatus, hash_fields
-from ingest.names import JOB_FIELD, STREAM_ID_FIELD, TRUNCATED_FIELD, RedisNames
+from ingest.names import JOB_FIELD, STREAM_ID_FIELD, RedisNames
 from raybridge.actor import Bridge
 
 pytestmark = pytest.mark.integration
@@ -99,6 +98,9 @@ def test_a_letter_whose_job_id_is_not_valid_touches_no_job(
 def test_an_oversized_entry_is_kept_in_part_once_and_trimmed_from_the_jobs_stream(
     on_bridge: Callable[..., Any], client: Client, names: RedisNames
 ) -> None:
+    from ingest.dead_letters import MARKER_NAME_BYTES
+    from ingest.names import TRUNCATED_FIELD
+
     r = client.redis
     r.xadd(names.jobs, {JOB_FIELD: "x" * 10 * 2**20, "y" * 2**20: "z"})
 

@@ -15,7 +15,6 @@ import ray
 import redis
 from helpers import FAST_STEPS_S, all_finished, states, video, wait_until, xadd_raw
 
-from ingest.errors import StepTimeout
 from ingest.models import JobState, JobStatus, now
 from ingest.names import RedisNames
 from ingest.settings import Settings
@@ -168,6 +167,8 @@ def test_the_watchdog_stops_a_step_only_when_this_attempt_started_it_a_limit_ago
     on_bridge: Callable[..., Any], redis_client: redis.Redis, names: RedisNames
 ) -> None:
     """The clock's rule, without Ray: the fake launcher's ref never resolves by itself."""
+    from ingest.errors import StepTimeout
+
     limit_s, beyond_s = 0.05, 0.1
     job = names.job("j1")
 

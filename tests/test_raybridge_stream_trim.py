@@ -16,12 +16,13 @@ from ingest.names import BRIDGE_GROUP, JOB_FIELD, RedisNames
 from ingest.redis_server import RedisServer
 from ingest.settings import Settings
 from raybridge.actor import Bridge
-from raybridge.stream_trim import JobsTrimmer
 
 pytestmark = pytest.mark.integration
 
 
 def trim(redis_server: RedisServer, names: RedisNames) -> int:
+    from raybridge.stream_trim import JobsTrimmer
+
     async def go() -> int:
         client = aioredis.from_url(redis_server.url, decode_responses=True)
         try:
