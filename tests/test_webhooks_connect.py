@@ -64,8 +64,8 @@ def tls_receiver(cert: tuple[Path, Path], seen: dict[str, str]) -> Iterator[int]
         with contextlib.suppress(OSError):
             conn, _ = listener.accept()
             with context.wrap_socket(conn, server_side=True) as tls:
-                head = tls.recv(65536).decode("latin-1")
-                host = [x for x in head.split("\r\n") if x.lower().startswith("host:")]
+                request = read_request(tls)
+                host = [x for x in request.split("\r\n") if x.lower().startswith("host:")]
                 seen["host"] = host[0].split(":", 1)[1].strip() if host else ""
                 tls.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
 
@@ -76,6 +76,19 @@ def tls_receiver(cert: tuple[Path, Path], seen: dict[str, str]) -> Iterator[int]
     finally:
         listener.close()
         thread.join(timeout=5)
+
+
+def read_request(tls: ssl.SSLSocket) -> str:
+    """Headers and body, read whole: closing with unread bytes would reset the connection."""
+    data = b""
+    while b"\r\n\r\n" not in data and (chunk := tls.recv(65536)):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lengths = [x for x in head.split(b"\r\n") if x.lower().startswith(b"content-length:")]
+    wanted = int(lengths[0].split(b":", 1)[1]) if lengths else 0
+    while len(body) < wanted and (chunk := tls.recv(65536)):
+        body += chunk
+    return head.decode("latin-1")
 
 
 def post(port: int, trusted: Path) -> httpx.Response:
