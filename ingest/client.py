@@ -8,7 +8,6 @@ dedupes those by job id when it reads them.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +15,8 @@ from typing import Any
 
 import redis
 
-from ingest.errors import JobTimeout, NotReplayable, UnknownDeadLetter
+from ingest import dead_letters
+from ingest.errors import JobTimeout
 from ingest.events import Event, EventFilter, parse_event
 from ingest.models import (
     JobRequest,
@@ -162,24 +162,9 @@ class Client:
         return self.redis.xrevrange(self.names.dead, count=count)
 
     def replay_dead(self, dead_id: str) -> str:
-        """Put a dead letter's original entry back on the jobs stream; return the new id."""
-        found = self.redis.xrange(self.names.dead, dead_id, dead_id)
-        if not found:
-            raise UnknownDeadLetter(f"no dead letter {dead_id}")
-        fields = found[0][1]
-        job = fields.get(JOB_FIELD)
-        if job is None:
-            raise NotReplayable(f"dead letter {dead_id} has no '{JOB_FIELD}' field to replay")
-        self._forget_finished(job)
-        new_id = self.redis.xadd(self.names.jobs, {JOB_FIELD: job})
-        self.redis.xdel(self.names.dead, dead_id)
-        return new_id
+        """Put a dead letter's original entry back on the jobs stream; return the new id.
 
-    def _forget_finished(self, job: str) -> None:
-        # A replayed job must run again: drop its finished state so the bridge does not skip it.
-        try:
-            job_id = json.loads(job).get("job_id")
-        except (ValueError, AttributeError):
-            return
-        if job_id:
-            self.redis.delete(self.names.job(job_id))
+        Its job hash is cleared (so the job runs again) only if it belongs to that entry;
+        ingest/dead_letters.py says when a letter is refused.
+        """
+        return dead_letters.replay(self.redis, self.names, dead_id)

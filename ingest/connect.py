@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import redis
+from pydantic import SecretStr
 
 from ingest.redis_server import EmbeddedRedis
 from ingest.settings import Settings
+
+
+def as_secret(url: str | SecretStr) -> SecretStr:
+    """A Redis URL (it may hold a password) as a secret: its repr, in a log line, a Ray task's
+    arguments or a traceback's locals, shows ``**********``, never the URL."""
+    return url if isinstance(url, SecretStr) else SecretStr(url)
 
 
 def redis_url(settings: Settings, *, start: bool = True) -> str:

@@ -9,6 +9,7 @@ VidbriefError
 ├── StepError                   a pipeline step failed; ``retryable`` says if trying again may help
 │   ├── RetryableStepError      network trouble, 5xx, 429, timeouts
 │   └── PermanentStepError      404, refused, too large, invalid content
+│       └── StepTimeout         the step ran past its time limit and was stopped
 ├── ClientError                 the producer client (``ingest.client``) could not do what was asked
 │   ├── JobTimeout              (also a TimeoutError) the job did not finish within the wait
 │   ├── UnknownDeadLetter       (also a KeyError) no dead letter has that id
@@ -97,6 +98,26 @@ class PermanentStepError(StepError):
     """A failure that will repeat: do not retry."""
 
     retryable = False
+
+
+class StepTimeout(PermanentStepError):
+    """A step ran past its time limit (``VIDBRIEF_STEP_TIMEOUT_SECONDS``) and was stopped.
+
+    Permanent: every outside wait inside a step has a shorter limit of its own (the download's
+    deadline, each LLM call's), so a step this slow is slow because of its input; running it
+    again would hold the same GPU or download slot for the same time again.
+    """
+
+    def __init__(self, step: str, limit_s: float) -> None:
+        super().__init__(
+            f"{step} ran past its time limit of {limit_s:g} s and was stopped; set "
+            f'VIDBRIEF_STEP_TIMEOUT_SECONDS="{step}=<seconds>" to allow it longer',
+            step=step,
+        )
+        self.limit_s = limit_s
+
+    def __reduce__(self) -> tuple[object, ...]:  # pickled by Ray: rebuild from the arguments
+        return type(self), (self.step, self.limit_s)
 
 
 class ClientError(VidbriefError):

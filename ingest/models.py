@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -21,11 +22,27 @@ MAX_INSTRUCTIONS_CHARS = 4000
 MAX_ENTRY_BYTES = 64 * 1024  # a job request larger than this is refused before parsing
 
 
+#: Unicode categories refused in URLs and names: control characters (terminal escapes, NUL,
+#: C1 codes) and invisible format characters (bidirectional overrides, zero-width spaces).
+_CONTROL, _FORMAT = "Cc", "Cf"
+
+
+def _check_text(value: str, *, allow: str = "", invisible: bool = False) -> str:
+    """``value`` unless it holds a control character (but ``allow``), or, unless
+    ``invisible``, a format character; the error names the first one found."""
+    refused = (_CONTROL,) if invisible else (_CONTROL, _FORMAT)
+    for c in value:
+        if unicodedata.category(c) in refused and c not in allow:
+            raise ValueError(f"must not contain control or invisible characters (found {c!a})")
+    return value
+
+
 def _check_http_url(value: str, field: str) -> str:
     if len(value) > MAX_URL_CHARS:
         raise ValueError(f"longer than {MAX_URL_CHARS} characters")
     if any(c.isspace() for c in value):
         raise ValueError("must not contain whitespace")
+    _check_text(value)
     parts = urlsplit(value)
     if parts.scheme.lower() not in ("http", "https"):
         shown = parts.scheme or "none"
@@ -79,6 +96,17 @@ class JobRequest(BaseModel):
     @classmethod
     def _webhook_url(cls, value: str | None) -> str | None:
         return None if value is None else _check_http_url(value, "webhook_url")
+
+    @field_validator("producer")
+    @classmethod
+    def _producer(cls, value: str | None) -> str | None:
+        return None if value is None else _check_text(value)
+
+    @field_validator("instructions")
+    @classmethod
+    def _instructions(cls, value: str | None) -> str | None:
+        # Free text: line breaks, tabs and joiners (emoji sequences) are fine; escapes are not.
+        return None if value is None else _check_text(value, allow="\t\n\r", invisible=True)
 
     def with_job_id(self) -> JobRequest:
         """This request with a job id (a new one when absent)."""
@@ -159,11 +187,12 @@ class JobStatus(StrEnum):
 
 
 class StepTiming(BaseModel):
-    """When and where one step ran."""
+    """When and where one step ran, and in which attempt of the job."""
 
     started: float | None = None
     ended: float | None = None
     node: str | None = None
+    attempt: int | None = None
 
     @property
     def seconds(self) -> float | None:
@@ -177,7 +206,7 @@ class JobState(BaseModel):
 
     Flat hash fields: ``status``, ``url``, ``request`` (JSON), ``created_at``, ``updated_at``,
     ``started_at``, ``finished_at``, ``attempts``, ``stream_id``, ``cancel_requested``,
-    ``step:<name>:started|ended|node``, ``result`` (JSON), ``error`` (JSON).
+    ``step:<name>:started|ended|node|attempt``, ``result`` (JSON), ``error`` (JSON).
     """
 
     job_id: str

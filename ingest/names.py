@@ -21,6 +21,8 @@ CANCEL_FIELD = "cancel"
 #: Fields a dead letter adds to the original entry's: why, how often it was delivered, and
 #: the id it had on the jobs stream.
 REASON_FIELD, DELIVERIES_FIELD, STREAM_ID_FIELD = "reason", "deliveries", "stream_id"
+#: Field of a dead letter that lists (JSON) the original fields it kept only in part.
+TRUNCATED_FIELD = "truncated"
 
 #: The steps of the chain, in order (pipeline/chain.py declares what each one runs). Step
 #: names appear in the job hash (``step:<name>:started``), in events and in settings.

@@ -10,6 +10,7 @@ volume), or ``VIDBRIEF_SECRETS_DIR``; so secrets need not be environment variabl
 
 from __future__ import annotations
 
+import math
 import os
 from functools import cached_property
 from pathlib import Path
@@ -39,6 +40,12 @@ __all__ = ["STEP_NAMES", "Settings", "get_settings"]
 #: Where Docker, Compose and (by convention) Kubernetes put secret files.
 DEFAULT_SECRETS_DIR = Path("/run/secrets")
 SECRETS_DIR_VARIABLE = "VIDBRIEF_SECRETS_DIR"
+# Derived step time limits (Settings.step_timeout): a step's own limit plus time for its
+# set-up; analysis no slower than real time (measured: 0.09 × real time on 2 CPU cores);
+# a report page in well under a second (537 pages took 83 s on 2 cores).
+STEP_MARGIN_S = 60.0
+MIN_ANALYSE_LIMIT_S = 600.0
+REPORT_BASE_S, REPORT_PAGE_S = 120.0, 1.0
 
 
 def _state_dir() -> Path:
@@ -194,6 +201,14 @@ class Settings(BaseSettings):
         description="Most subtitle cues per minute of video (under a minute counts as one); "
         "more and the subtitles are ignored (speech to text).",
     )
+    step_timeout_seconds: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=dict,
+        description="Time limit of each step once it runs, e.g. download=1900,analyse=7200; a "
+        "step past it is stopped and the job fails (permanent). Unset steps: download = "
+        "download_timeout_seconds + 60; analyse = max_duration_seconds (at least 600); brief = "
+        "llm_timeout_seconds x (llm_max_retries + 1) x rounds of llm_concurrency calls in "
+        "llm_max_calls, + 60; report = 120 + 1 s per page of max_report_pages.",
+    )
     download_memory_mb: float = Field(
         1024,
         gt=0,
@@ -275,7 +290,15 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: Annotated[tuple[float, ...], NoDecode] = Field(
         (1, 2, 4, 8, 16), description="Webhook retry schedule (jittered), e.g. 1,2,4."
     )
-    webhook_timeout_seconds: float = Field(10, gt=0, description="Time limit of one delivery.")
+    webhook_timeout_seconds: float = Field(
+        10, gt=0, description="Time limit of one delivery, connect to last header byte."
+    )
+    dead_letter_field_bytes: int = Field(
+        65_536,
+        ge=1024,
+        description="Bytes of each field a dead letter keeps (an entry's own fields included); "
+        "a longer field is cut and the letter marked, so it cannot be replayed.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -301,9 +324,9 @@ class Settings(BaseSettings):
             raise ValueError(f"{value} is not a directory (the folder of secret files)")
         return value
 
-    @field_validator("synthetic_seconds", mode="before")
+    @field_validator("synthetic_seconds", "step_timeout_seconds", mode="before")
     @classmethod
-    def _parse_synthetic(cls, value: object) -> object:
+    def _parse_step_map(cls, value: object) -> object:
         if not isinstance(value, str):
             return value
         out: dict[str, float] = {}
@@ -315,6 +338,14 @@ class Settings(BaseSettings):
                 )
             out[name.strip()] = float(seconds)
         return out
+
+    @field_validator("step_timeout_seconds")
+    @classmethod
+    def _check_timeouts(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = set(value) - set(STEP_NAMES)
+        if unknown or any(not seconds > 0 for seconds in value.values()):
+            raise ValueError(f"expected positive seconds for steps {', '.join(STEP_NAMES)}")
+        return value
 
     @field_validator("webhook_backoff_seconds", mode="before")
     @classmethod
@@ -338,6 +369,20 @@ class Settings(BaseSettings):
     def step_seconds(self, step: str) -> float:
         """How long a synthetic step sleeps."""
         return float(self.synthetic_seconds.get(step, 0.0))
+
+    def step_timeout(self, step: str) -> float:
+        """The time limit of ``step`` once it runs: as set, else derived from the other limits."""
+        if step in self.step_timeout_seconds:
+            return self.step_timeout_seconds[step]
+        rounds = math.ceil(self.llm_max_calls / self.llm_concurrency)
+        derived = {
+            DOWNLOAD_STEP: self.download_timeout_seconds + STEP_MARGIN_S,
+            ANALYSE_STEP: max(self.max_duration_seconds, MIN_ANALYSE_LIMIT_S),
+            BRIEF_STEP: self.llm_timeout_seconds * (self.llm_max_retries + 1) * rounds
+            + STEP_MARGIN_S,
+            REPORT_STEP: REPORT_BASE_S + self.max_report_pages * REPORT_PAGE_S,
+        }
+        return float(derived[step])
 
     def masked(self) -> dict[str, object]:
         """All values for display, secrets masked."""

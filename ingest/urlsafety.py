@@ -154,15 +154,23 @@ class AddressPolicy:
     def check_url(self, url: str) -> None:
         """Raise :class:`UnsafeURL` unless ``url`` is http(s) and its host is allowed."""
         _scheme, host, port = _split(url)
-        if self.host_is_trusted(host, port):
-            return
-        if host in METADATA_HOSTS:
+        if not self.host_is_trusted(host, port):
+            self.checked_addresses(url)
+
+    def checked_addresses(self, url: str) -> list[str]:
+        """The addresses ``url``'s host resolves to, each one checked (a trusted host's are not):
+        connect to these and only these, since a second lookup may answer otherwise (DNS
+        rebinding). Raises like :meth:`check_url`."""
+        _scheme, host, port = _split(url)
+        trusted = self.host_is_trusted(host, port)
+        if not trusted and host in METADATA_HOSTS:
             raise UnsafeURL(f"refused {_shown(url)}: {host!r} is a cloud metadata endpoint")
-        addresses = self.resolver(host, port)
+        addresses = list(dict.fromkeys(self.resolver(host, port)))
         if not addresses:
             raise UnresolvableHost(f"refused {_shown(url)}: host {host!r} has no addresses")
-        for address in addresses:
+        for address in [] if trusted else addresses:
             self._check_address(url, host, address)
+        return addresses
 
     def check_connect(self, host: str, port: int, address: str) -> None:
         """Raise :class:`UnsafeURL` if a connection to ``address`` (for ``host``) is refused.

@@ -2,17 +2,24 @@
 
 The same :func:`pipeline.chain.run_step` the bridge's tasks call, in order, in this process.
 Progress goes to a callback; without one, a rich progress bar on stderr shows it.
+
+Each step runs within its time limit (``VIDBRIEF_STEP_TIMEOUT_SECONDS``, as in the bridge): in a
+thread of its own, and a step past its limit raises StepTimeout at once. A thread cannot be
+stopped from outside, so the step's thread is left behind, a daemon: ``vidbrief run-local``
+exits with the error, which ends it (a download's child process follows its parent out).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ingest.errors import StepTimeout
 from ingest.models import parse_request
 from ingest.names import REPORT_STEP, STEP_NAMES
 from ingest.settings import Settings
@@ -76,7 +83,8 @@ def _run_steps(ctx: JobContext, on_progress: ProgressCallback) -> ReportFiles:
         # The report step also takes the timings so far (result.json records them).
         extra = (timings,) if step == REPORT_STEP else ()
         try:
-            output = run_step(step, ctx, *outputs, *extra)
+            limit_s = ctx.settings.step_timeout(step)
+            output = call_within(limit_s, step, run_step, step, ctx, *outputs, *extra)
         except Exception as e:
             seconds = time.perf_counter() - started
             on_progress(StepEvent(step, index, total, "failed", seconds, f"{e}"))
@@ -85,6 +93,27 @@ def _run_steps(ctx: JobContext, on_progress: ProgressCallback) -> ReportFiles:
         on_progress(StepEvent(step, index, total, "completed", timings[step]))
         outputs.append(output)
     return outputs[-1]
+
+
+def call_within(limit_s: float, step: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a daemon thread; StepTimeout if it has not returned after ``limit_s``."""
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome["value"] = fn(*args)
+        except BaseException as e:  # handed to the caller's thread
+            outcome["error"] = e
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name=f"vidbrief-{step}", daemon=True).start()
+    if not done.wait(limit_s):
+        raise StepTimeout(step, limit_s)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 @contextlib.contextmanager

@@ -16,7 +16,9 @@ Options for the filesystem come from the caller (``storage_options``, passed to 
 are) or, when the caller gives none, from the environment: ``VIDBRIEF_S3_ENDPOINT_URL`` for
 ``s3://`` URLs on an S3-compatible server (MinIO, Ceph, moto). Credentials are the filesystem's
 own business: s3fs (botocore) reads ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
-``AWS_SESSION_TOKEN``, ``AWS_PROFILE``, ``AWS_DEFAULT_REGION``, instance roles …
+``AWS_SESSION_TOKEN``, ``AWS_PROFILE``, ``AWS_DEFAULT_REGION``, instance roles … A remote
+read or write that fails raises a StepError naming the class, status and host only
+(storage_errors.py: a server's error text may echo the credentials).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from ingest.errors import ConfigError
+from pipeline.storage_errors import storage_errors
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -139,7 +142,8 @@ def write_bytes(
         write_local(Path(url), data)
         return url
     fs, path = filesystem(url, storage_options)
-    _write_remote(fs, path, data)
+    with storage_errors("writing", url, _options_for(url, storage_options)):
+        _write_remote(fs, path, data)
     return url
 
 
@@ -148,7 +152,12 @@ def read_bytes(url: str, storage_options: StorageOptions | None = None) -> bytes
     if is_local(url):
         return local_path(url).read_bytes()
     fs, path = filesystem(url, storage_options)
-    return fs.cat_file(path)
+    with storage_errors("reading", url, _options_for(url, storage_options)):
+        return fs.cat_file(path)
+
+
+def _options_for(url: str, storage_options: StorageOptions | None) -> StorageOptions:
+    return env_options(url) if storage_options is None else storage_options
 
 
 def write_local(path: Path, data: bytes, *, durable: bool = True) -> None:

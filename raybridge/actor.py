@@ -11,7 +11,8 @@ launcher's node listing in a thread.
 
 Around the loop: recovery at start (own pending entries, then XAUTOCLAIM of idle ones), a
 control reader (cancel requests), the node and health refreshes (fleet.py), keep-alive claims
-of the entries in flight, a heartbeat in ``vidbrief:bridges``, and Prometheus metrics.
+of the entries in flight, a heartbeat in ``vidbrief:bridges``, trimming the jobs stream of
+acknowledged entries (stream_trim.py), and Prometheus metrics.
 
 ``Bridge`` is a plain class (Ray's ``util/queue.py`` habit) with its launcher and health
 monitor passed in: ``run.py`` makes it remote with the Ray ones; tests drive it directly with a
@@ -28,11 +29,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 from redis.exceptions import RedisError
 
+from ingest.connect import as_secret
 from ingest.events import bridge_source
 from ingest.models import now
 from ingest.names import CANCEL_FIELD
+from ingest.redact import error_summary
 from ingest.settings import Settings
 from raybridge.admission import Admission, Admitted
 from raybridge.announce import Announcer
@@ -42,7 +46,9 @@ from raybridge.health import HealthMonitor
 from raybridge.job import JobRunner
 from raybridge.metrics import BridgeMetrics
 from raybridge.protocols import Launcher
+from raybridge.step_limits import CHECK_EVERY_S
 from raybridge.stream import READ_BLOCK_MS, Entry, JobStream
+from raybridge.stream_trim import JobsTrimmer
 from raybridge.window import BackpressurePolicy, Slot, Window, WindowRoom
 
 log = logging.getLogger(__name__)
@@ -61,7 +67,7 @@ class Bridge:
     def __init__(
         self,
         settings: Settings,
-        redis_url: str,
+        redis_url: str | SecretStr,
         *,
         launcher: Launcher,
         health: HealthMonitor | None = None,
@@ -73,8 +79,9 @@ class Bridge:
         self.source = bridge_source(settings.bridge_name)
         # surrogateescape: a producer's non-UTF-8 bytes must not crash the read loop; they
         # come back as lone surrogates (refused by admission) and go to the dead letter as sent.
+        redis_url = as_secret(redis_url)
         self.redis = redis or aioredis.from_url(
-            redis_url,
+            redis_url.get_secret_value(),
             decode_responses=True,
             health_check_interval=30,
             encoding_errors="surrogateescape",
@@ -86,7 +93,9 @@ class Bridge:
             claim_idle_ms=settings.claim_idle_ms,
             events_maxlen=settings.events_maxlen,
             job_ttl_seconds=settings.job_ttl_seconds,
+            dead_letter_field_bytes=settings.dead_letter_field_bytes,
         )
+        self.trimmer = JobsTrimmer(self.redis, self.names)
         self.window = Window(settings.window)
         self.policy = policy or WindowRoom()
         self.metrics = BridgeMetrics()
@@ -163,6 +172,8 @@ class Bridge:
                 self._every(every, self.fleet.refresh_nodes),
                 self._every(every, self.fleet.refresh_health),
                 self._every(self.settings.heartbeat_seconds, self._heartbeat),
+                self._every(self.settings.heartbeat_seconds, self._trim_jobs),
+                self._every(CHECK_EVERY_S, self.runner.clock.check),
                 self._every(self._keep_alive_s(), self._keep_alive),
             )
         ]
@@ -198,7 +209,7 @@ class Bridge:
             try:
                 entries = await self._next_entries(self.window.free)
             except RedisError as e:
-                log.warning("reading %s failed: %s", self.names.jobs, e)
+                log.warning("reading %s failed: %s", self.names.jobs, error_summary(e))
                 await asyncio.sleep(ERROR_PAUSE_S)
                 continue
             for entry in entries:
@@ -240,7 +251,8 @@ class Bridge:
         try:
             admitted = await self.admission.admit(entry)
         except RedisError as e:
-            log.warning("entry %s left pending after a Redis error: %s", entry.stream_id, e)
+            why = error_summary(e)
+            log.warning("entry %s left pending after a Redis error: %s", entry.stream_id, why)
             return
         if admitted is None or self._draining:
             return  # accepted while a drain began: it stays pending, like what was not read
@@ -279,7 +291,7 @@ class Bridge:
             try:
                 entries = await self.stream.read_control(after)
             except RedisError as e:
-                log.warning("reading %s failed: %s", self.names.control, e)
+                log.warning("reading %s failed: %s", self.names.control, error_summary(e))
                 await asyncio.sleep(ERROR_PAUSE_S)
                 continue
             for entry in entries:
@@ -295,10 +307,15 @@ class Bridge:
             try:
                 await action()
             except Exception as e:  # a background chore must not stop the bridge
-                log.warning("%s failed: %s", getattr(action, "__name__", action), e)
+                name = getattr(action, "__name__", action)
+                log.warning("%s failed: %s", name, error_summary(e))
 
     async def _keep_alive(self) -> None:
         await self.stream.keep_alive(self.window.stream_ids())
+
+    async def _trim_jobs(self) -> None:
+        """Drop the jobs stream's entries every group acknowledged (stream_trim.py)."""
+        await self.trimmer.trim()
 
     async def _heartbeat(self) -> None:
         self.metrics.observe_window(self.window)

@@ -41,6 +41,9 @@ from raybridge.window import Slot, Window
 
 log = logging.getLogger(__name__)
 
+#: A rejection's reason (dead letter, ``job.rejected`` event) is cut to this many characters.
+MAX_REASON_CHARS = 1000
+
 
 @dataclass(frozen=True)
 class Admitted:
@@ -105,6 +108,8 @@ class Admission:
 
     async def reject(self, entry: Entry, reason: str) -> None:
         """Dead letter + ``job.rejected`` + XACK, together."""
+        if len(reason) > MAX_REASON_CHARS:  # it may list a hostile entry's field names
+            reason = reason[: MAX_REASON_CHARS - 1] + "…"
         subject = _guess_job_id(entry) or entry.stream_id
         data = {
             REASON_FIELD: reason,

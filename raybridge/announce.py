@@ -12,8 +12,11 @@ import logging
 from typing import Any
 
 import redis
+from pydantic import SecretStr
 
+from ingest.connect import as_secret
 from ingest.models import JobState, JobStatus
+from ingest.redact import error_summary
 from ingest.settings import Settings
 from raybridge.outcome import Outcome
 
@@ -25,9 +28,9 @@ DATASET_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED)
 class Announcer:
     """Queues webhooks and appends dataset rows for finished jobs (off the event loop)."""
 
-    def __init__(self, settings: Settings, redis_url: str) -> None:
+    def __init__(self, settings: Settings, redis_url: str | SecretStr) -> None:
         self.settings = settings
-        self.redis_url = redis_url
+        self.redis_url = as_secret(redis_url)
         self._sync: redis.Redis | None = None
 
     async def finished(self, state: JobState, outcome: Outcome, event: bytes) -> None:
@@ -48,14 +51,15 @@ class Announcer:
     def _guarded(self, what: str, action: Any, *args: Any) -> None:
         try:
             action(*args)
-        except Exception:
-            log.exception("job %s: %s not written", getattr(args[0], "job_id", args[0]), what)
+        except Exception as e:  # no traceback: its text (an S3 body, a URL) may hold secrets
+            job_id = getattr(args[0], "job_id", args[0])
+            log.error("job %s: %s not written: %s", job_id, what, error_summary(e))
 
     def _queue_webhook(self, job_id: str, url: str, event: bytes) -> None:
         from webhooks.enqueue import enqueue_webhook
 
         if self._sync is None:
-            self._sync = redis.Redis.from_url(self.redis_url)
+            self._sync = redis.Redis.from_url(self.redis_url.get_secret_value())
         enqueue_webhook(self._sync, self.settings, job_id, url, event)
 
     def _append_row(self, state: JobState, outcome: Outcome) -> None:

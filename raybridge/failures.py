@@ -2,7 +2,8 @@
 
 A step raises a StepError that says whether a retry may help; Ray wraps it in a RayTaskError.
 Ray's own errors say that a node, a worker, an actor or an object is gone (the job is
-downloaded again elsewhere) or that a task was cancelled. Anything else fails the job.
+downloaded again elsewhere) or that a task was cancelled. Anything else fails the job. Every
+message leaves through ``ingest.redact``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import ray.exceptions as rex
 
 from ingest.errors import StepError
+from ingest.redact import redact
 from raybridge.outcome import Failure, FailureKind
 
 #: Ray failures that mean "the node, its worker, actor or objects are gone": place again.
@@ -45,6 +47,7 @@ def classify(error: BaseException, step: str) -> Failure:
 
 
 def failure(kind: FailureKind, step: str, error: BaseException) -> Failure:
-    """A Failure of ``kind`` whose message is the error's first line."""
+    """A Failure of ``kind`` whose message is the error's first line, redacted: it goes to the
+    job hash, the terminal event and the webhook (a library's text may quote a secret)."""
     message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-    return Failure(kind, step, type(error).__name__, message[:MESSAGE_CHARS])
+    return Failure(kind, step, type(error).__name__, redact(message, max_chars=MESSAGE_CHARS))

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from ingest.models import JobRequest
 from ingest.names import ANALYSE_STEP, DOWNLOAD_STEP
+from ingest.redact import error_summary
 from ingest.settings import Settings
 from pipeline.chain import CHAIN
 from pipeline.context import JobContext
@@ -33,6 +34,7 @@ from raybridge.finish import Finisher
 from raybridge.fleet import Fleet
 from raybridge.outcome import Failure, FailureKind, Outcome
 from raybridge.protocols import Launcher
+from raybridge.step_limits import StepClock
 from raybridge.stream import JobStream
 from raybridge.window import Phase, Slot
 
@@ -55,6 +57,10 @@ class JobRunner:
     fleet: Fleet
     launcher: Launcher
     finisher: Finisher
+    clock: StepClock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.clock = StepClock(self.settings, self.stream, self.launcher)
 
     async def run(self, slot: Slot, request: JobRequest, prefer: str | None) -> None:
         """Run the job and store its outcome; a Redis or bridge error leaves it pending."""
@@ -63,7 +69,8 @@ class JobRunner:
             slot.finishing = True  # from here on a cancel comes too late
             await self.finisher.store(slot.job_id, slot.stream_id, outcome)
         except (RedisError, OSError) as e:
-            log.warning("job %s: outcome not stored, entry stays pending: %s", slot.job_id, e)
+            why = error_summary(e)
+            log.warning("job %s: outcome not stored, entry stays pending: %s", slot.job_id, why)
         except Exception:
             log.exception("job %s: bridge error; entry stays pending", slot.job_id)
 
@@ -123,15 +130,16 @@ class JobRunner:
         return await self._follow(slot)
 
     async def _follow(self, slot: Slot) -> tuple[dict[str, Any], Failure | None]:
-        """Await each step's ref in chain order; the first error names the failed step."""
+        """Await each step's ref in chain order, within its time limit (step_limits.py); the
+        first error names the failed step."""
         outputs: dict[str, Any] = {}
         for step, ref in slot.refs.items():
             try:
-                outputs[step] = await ref
+                outputs[step] = await self.clock.follow(slot, step, ref)
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # the step's error or Ray's, wrapped by Ray
-                await _settle(list(slot.refs.values())[len(outputs) + 1 :])
+            except Exception as e:  # the step's error or Ray's, wrapped by Ray; or its limit
+                await _settle(list(slot.refs.values())[len(outputs) :])
                 return outputs, self.launcher.classify(e, step)
             self._step_done(slot, step)
         return outputs, None
@@ -154,8 +162,8 @@ def _kept_before(slot: Slot, step: str) -> dict[str, Any]:
 
 
 async def _settle(refs: list[Any]) -> None:
-    """Collect the errors of the steps after a failed one (they fail at once, with the same
-    error), so that Ray does not log each of them as an unhandled error."""
+    """Collect the errors of a failed step and the steps after it (they fail at once, with the
+    same error; a stopped step with its own), so that Ray logs none as an unhandled error."""
     if refs:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*refs, return_exceptions=True), SETTLE_S)

@@ -141,7 +141,26 @@ class RayLauncher:
             except (ValueError, TypeError, rex.RayError) as e:  # finished or not cancellable
                 log.debug("cancel %s: %s", ref, e)
 
+    @staticmethod
+    def abort(step: str, ref: ray.ObjectRef, analyser: Any) -> None:
+        """Stop a step past its time limit. A task: force-cancelled (Ray kills its worker, and
+        does not retry it). An analysis call cannot be interrupted: the call is cancelled (so
+        it is not retried), then its actor killed and restarted on its node; the calls of
+        other jobs queued on it run on the new process (``max_task_retries``)."""
+        if step != ANALYSE_STEP:
+            _quietly(ray.cancel, ref, force=True)
+            return
+        _quietly(ray.cancel, ref, force=False)
+        _quietly(ray.kill, analyser, no_restart=False)
+
     classify = staticmethod(classify)
+
+
+def _quietly(action: Any, *args: Any, **kwargs: Any) -> None:
+    try:
+        action(*args, **kwargs)
+    except (ValueError, TypeError, rex.RayError) as e:  # finished meanwhile, or gone
+        log.debug("%s: %s", getattr(action, "__name__", action), e)
 
 
 def ray_probe(settings: Settings) -> Probe:

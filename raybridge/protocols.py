@@ -42,6 +42,11 @@ class Launcher(Protocol):
         """Stop the chain's steps that have not finished (finished ones are left alone)."""
         ...
 
+    def abort(self, step: str, ref: Any, analyser: Any) -> None:
+        """Stop a running step past its time limit (``analyser``: the actor an analysis runs
+        on); its ref then fails. Other jobs' steps carry on."""
+        ...
+
     def classify(self, error: BaseException, step: str) -> Failure:
         """What a step's error means for the job (retry, fail, place elsewhere, cancelled)."""
         ...

@@ -29,7 +29,9 @@ from types import FrameType
 from typing import Any
 
 import psutil
+from pydantic import SecretStr
 
+from ingest.connect import as_secret
 from ingest.errors import BridgeStartTimeout
 from ingest.events import bridge_source
 from ingest.settings import Settings, get_settings
@@ -176,7 +178,7 @@ def shipped_code(settings: Settings) -> dict[str, Any] | None:
 class RayBridge(Bridge):
     """The bridge actor: a Bridge with the Ray launcher and health probe, built in its process."""
 
-    def __init__(self, settings: Settings, redis_url: str) -> None:
+    def __init__(self, settings: Settings, redis_url: SecretStr) -> None:
         from raybridge.launcher import RayLauncher, ray_node_resources, ray_probe
 
         source = bridge_source(settings.bridge_name)
@@ -189,9 +191,9 @@ class RayBridge(Bridge):
         )
 
 
-def spawn_bridge(settings: Settings, redis_url: str) -> Any:
+def spawn_bridge(settings: Settings, redis_url: str | SecretStr) -> Any:
     """Start the bridge actor on the head node: the node a cluster keeps longest, and a
-    predictable place for the metrics port."""
+    predictable place for the metrics port. The Redis URL goes to it as a secret."""
     import ray
 
     return (
@@ -202,11 +204,11 @@ def spawn_bridge(settings: Settings, redis_url: str) -> Any:
             max_concurrency=BRIDGE_MAX_CONCURRENCY,
             max_restarts=0,  # a lost bridge ends run_bridge; its supervisor starts a new one
         )
-        .remote(settings, redis_url)
+        .remote(settings, as_secret(redis_url))
     )
 
 
-def start_bridge(settings: Settings, redis_url: str) -> BridgeHandle:
+def start_bridge(settings: Settings, redis_url: str | SecretStr) -> BridgeHandle:
     """Start the bridge actor in the connected Ray; return once it is reading."""
     import ray
 

@@ -21,28 +21,31 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
+from pydantic import SecretStr
 
+from ingest.connect import as_secret
 from ingest.errors import StepError
 from ingest.events import EventType, build_event
 from ingest.models import JobState, JobStatus, field_args, hash_fields, now, step_fields
 from ingest.names import EVENT_FIELD, RedisNames
+from ingest.redact import error_summary
 from pipeline.chain import CHAIN, compute_step, load_output
 from pipeline.context import JobContext
 
 log = logging.getLogger(__name__)
 
 #: One client per Redis URL per worker process: tasks reuse the worker, so its connection too.
-_CLIENTS: dict[str, redis.Redis] = {}
+_CLIENTS: dict[SecretStr, redis.Redis] = {}
 REDIS_TIMEOUT_S = 5.0
 #: The step that writes result.json: it gets the earlier steps' durations from the job hash.
 LAST_STEP = CHAIN[-1].name
 
 
-def _client(url: str) -> redis.Redis:
+def _client(url: SecretStr) -> redis.Redis:
     client = _CLIENTS.get(url)
     if client is None:
         client = redis.Redis.from_url(
-            url,
+            url.get_secret_value(),
             decode_responses=True,
             socket_timeout=REDIS_TIMEOUT_S,
             socket_connect_timeout=REDIS_TIMEOUT_S,
@@ -75,12 +78,17 @@ def current_node_id() -> str:
 
 @dataclass(frozen=True)
 class Progress:
-    """Where steps report progress. Small and picklable: shipped with every step."""
+    """Where steps report progress. Small and picklable: shipped with every step, so the
+    Redis URL is a secret (a plain string given is made one): Ray's task arguments, a log line
+    or a traceback show it masked."""
 
-    redis_url: str
+    redis_url: SecretStr
     prefix: str
     source: str
     events_maxlen: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "redis_url", as_secret(self.redis_url))
 
     def step_seconds(self, ctx: JobContext) -> dict[str, float]:
         """How long each finished step of this job took, from the job hash (best effort)."""
@@ -88,7 +96,7 @@ class Progress:
             fields = _client(self.redis_url).hgetall(RedisNames(self.prefix).job(ctx.job_id))
             steps = JobState.from_hash(ctx.job_id, fields).steps
         except (redis.RedisError, ValueError) as e:
-            log.warning("job %s: step timings not read: %s", ctx.job_id, e)
+            log.warning("job %s: step timings not read: %s", ctx.job_id, error_summary(e))
             return {}
         return {name: round(t.seconds, 3) for name, t in steps.items() if t.seconds is not None}
 
@@ -105,7 +113,9 @@ class Progress:
             {"step": step, "attempt": ctx.attempt, "node": node, **data},
         )
         names = RedisNames(self.prefix)
-        fields = {**step_fields(step, **{what: t, "node": node}), **hash_fields(updated_at=t)}
+        # The attempt tells the bridge's time limit which run of the step this start is.
+        timing = {what: t, "node": node, "attempt": ctx.attempt}
+        fields = {**step_fields(step, **timing), **hash_fields(updated_at=t)}
         args = [
             ctx.attempt,
             JobStatus.RUNNING.value,
@@ -117,7 +127,8 @@ class Progress:
         try:
             _record_script(self.redis_url)(keys=[names.job(ctx.job_id), names.events], args=args)
         except redis.RedisError as e:
-            log.warning("job %s: could not record %s %s: %s", ctx.job_id, step, what, e)
+            why = error_summary(e)
+            log.warning("job %s: could not record %s %s: %s", ctx.job_id, step, what, why)
 
 
 # Records one step event only if it belongs to the job's current attempt and the job is not
@@ -131,10 +142,10 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', ARGV[4], ARGV[5])
 return 1
 """
-_SCRIPTS: dict[str, Any] = {}
+_SCRIPTS: dict[SecretStr, Any] = {}
 
 
-def _record_script(url: str) -> Any:
+def _record_script(url: SecretStr) -> Any:
     script = _SCRIPTS.get(url)
     if script is None:
         script = _SCRIPTS[url] = _client(url).register_script(_RECORD_LUA)

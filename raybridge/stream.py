@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
+from ingest.dead_letters import cap_fields
 from ingest.models import JobState, JobStatus, field_args, hash_fields, now
 from ingest.names import (
     BRIDGE_GROUP,
@@ -59,6 +60,7 @@ class JobStream:
         claim_idle_ms: int,
         events_maxlen: int,
         job_ttl_seconds: int,
+        dead_letter_field_bytes: int = 65_536,
     ) -> None:
         self.redis = redis
         self.names = names
@@ -66,6 +68,7 @@ class JobStream:
         self.claim_idle_ms = claim_idle_ms
         self.events_maxlen = events_maxlen
         self.job_ttl_seconds = job_ttl_seconds
+        self.dead_letter_field_bytes = dead_letter_field_bytes
         self._claim_cursor = "0-0"
         self._finish_script = redis.register_script(_FINISH_LUA)
         self._accept_script = redis.register_script(_ACCEPT_LUA)
@@ -191,13 +194,15 @@ class JobStream:
     async def dead_letter(
         self, entry: Entry, reason: str, event: bytes, pipeline: Pipeline | None = None
     ) -> None:
-        """Dead letter + ``job.rejected`` event + XACK, together."""
-        letter = {
-            **entry.fields,
+        """Dead letter + ``job.rejected`` event + XACK, together. The letter keeps at most
+        ``dead_letter_field_bytes`` of each field (ingest/dead_letters.py)."""
+        ours = {
             REASON_FIELD: reason,
             DELIVERIES_FIELD: str(entry.deliveries),
             STREAM_ID_FIELD: entry.stream_id,
         }
+        theirs = {k: v for k, v in entry.fields.items() if k not in ours}
+        letter = cap_fields({**ours, **theirs}, self.dead_letter_field_bytes)
         async with self.transaction(pipeline) as pipe:
             pipe.xadd(self.names.dead, letter)
             await self.publish(event, pipe)

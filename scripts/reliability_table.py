@@ -73,6 +73,36 @@ NOTES = """\
   webhook logs) and any PDF written; the secrets are marker strings set as the Redis password,
   LLM key and webhook secret.
 
+- **Case 7 (soak)**, jobs stream: the bridge trims `vidbrief:jobs` of the entries every
+  consumer group acknowledged, once per heartbeat (`raybridge/stream_trim.py`: `XTRIM MINID`
+  below the oldest pending or undelivered entry of every group, in one script); 10,000 jobs
+  later the stream is empty. In Redis a trim costs about 75–150 µs for 120 entries (≤ 1.3 µs a
+  job) and 370 µs for 10,000 (`scripts/jobs_trim_cost.py`).
+- **Case 9 (step time limits).** A step's clock starts at its recorded start
+  (`step:<name>:started` of the current attempt), so queued time does not count; a watchdog
+  looks once a second. "Seconds past limit when stopped" runs to the failure being stored,
+  which waits for the later steps' errors. The analysis call cannot be interrupted: it is
+  cancelled, its actor killed and restarted on its node, and the job queued behind it ran on
+  the new process ("seconds limit to next analysis start": the watchdog's look, the kill, the
+  restart). With real analysis the restarted process also loads its models on its first call
+  (cold 12.6 s against 3.7 s warm for a minute of video, BENCHMARKS.md). `StepTimeout` is
+  permanent: the outside waits inside a step have shorter limits of their own, so a step this
+  slow is slow because of its input, and a retry would hold the GPU as long again.
+- **Cases 10, 11 (dead letters).** A dead letter keeps at most `VIDBRIEF_DEAD_LETTER_FIELD_BYTES`
+  (64 KiB, the largest valid request) of each field and 32 fields; a letter cut short says so
+  (`truncated`) and is not replayable. Replay clears a job hash only when the hash's
+  `stream_id` is the letter's: a letter naming another entry's job is refused, so is one whose
+  job id is not valid.
+- **Case 12 (webhook receivers).** The rebinding name is played by the resolver given to the
+  address policy (public for the first lookup, loopback for any later one); an audit hook
+  (`tests/connect_audit.py`) records every `socket.connect` of the test process and stands in
+  for the unreachable internet. The sender resolves once and connects only to the checked
+  address, so the loopback receiver never sees a connection (before, it got one with 0 bytes);
+  the trickling receiver is cut at the delivery's total limit (before: 30 s for a 1 s limit).
+- **Case 13 (S3).** At the level of `pipeline/storage.py` (the report step's and the
+  dataset's writes go through it), against a loopback endpoint that answers with an S3 XML
+  error echoing what it was sent; the error's whole traceback is scanned, causes included.
+
 Covered elsewhere, not repeated here:
 
 - Redirects: a redirect hop to a private address is refused hop by hop at function level in

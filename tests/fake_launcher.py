@@ -50,6 +50,7 @@ class FakeLauncher:
         self.launches: list[tuple[str, str, list[str]]] = []
         self.started: list[str] = []
         self.stopped: list[Any] = []
+        self.aborted: list[str] = []
 
     def nodes(self) -> list[NodeView]:
         return list(self.node_views)
@@ -93,6 +94,10 @@ class FakeLauncher:
     def cancel(refs: Iterable[Any]) -> None:
         for ref in refs:
             ref.cancel()
+
+    def abort(self, step: str, ref: Any, analyser: object) -> None:
+        self.aborted.append(step)
+        ref.cancel()
 
     @staticmethod
     def classify(error: BaseException, step: str) -> Failure:

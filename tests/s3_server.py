@@ -11,6 +11,8 @@ credentials are dummies, which the tests set with ``monkeypatch.setenv`` (see
 
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
 import pytest
@@ -68,3 +70,55 @@ class S3Server:
             aws_secret_access_key="testing",
         )
         client.create_bucket(Bucket=name)
+
+
+class EchoingS3:
+    """An S3-compatible endpoint that refuses everything with ``status`` and an S3 XML error
+    whose message echoes what it was sent (the Authorization header: access key id and
+    signature) and the given ``secret``, plus a URL with credentials: a misbehaving server or
+    proxy. ``with EchoingS3(403, secret) as url:``"""
+
+    def __init__(self, status: int, secret: str) -> None:
+        self.status, self.secret = status, secret
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _echo_handler(self))
+        self.server.daemon_threads = True
+
+    def __enter__(self) -> str:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def body(self, authorization: str) -> bytes:
+        message = (
+            f"key {self.secret} rejected; you sent {authorization}; "
+            f"see http://admin:{self.secret}@internal.example/"
+        )
+        return (
+            "<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code>"
+            f"<Message>{message}</Message></Error>"
+        ).encode()
+
+
+def _echo_handler(echo: EchoingS3) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # answers ``Expect: 100-continue`` before the body
+
+        def answer(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            body = echo.body(self.headers.get("authorization", ""))
+            self.send_response(echo.status)
+            self.send_header("content-type", "application/xml")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = answer
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Handler

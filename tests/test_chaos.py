@@ -725,6 +725,8 @@ def test_soak(
     follower.stop.set()
     follower.join(5)
     xlen_end = redis_client.xlen(names.events)
+    wait_until("the jobs stream trimmed", lambda: redis_client.xlen(names.jobs) == 0, 30)
+    jobs_xlen_end = redis_client.xlen(names.jobs)
     node_entries = int(
         redis_client.config_get("stream-node-max-entries")["stream-node-max-entries"]
     )
@@ -741,7 +743,8 @@ def test_soak(
         "7 soak",
         f"{n:,} no-op jobs (synthetic 0 s) through one bridge, window 64; events_maxlen "
         f"{maxlen}, job_ttl_seconds {ttl}",
-        "0 lost; bridge RSS growth 10%→100% ≤ 5 %; events trimmed to ~maxlen; hashes expire",
+        "0 lost; bridge RSS growth 10%→100% ≤ 5 %; events trimmed to ~maxlen; jobs stream "
+        "trimmed of acknowledged entries; hashes expire",
         {
             "jobs": n,
             "completed_by_metrics": finished_total(port),
@@ -756,6 +759,7 @@ def test_soak(
             "rss_growth_pct": round(growth, 2),
             "events_xlen_max": xlen_max,
             "events_xlen_end": xlen_end,
+            "jobs_xlen_end": jobs_xlen_end,
             # TTL -1: no expiry set (a leak); -2: expired between SCAN and TTL; 0: under 1 s.
             "hashes_at_end_without_ttl": ttls.count(-1),
             "hashes_at_end_with_ttl": sum(0 <= t <= ttl for t in ttls),
@@ -926,3 +930,291 @@ def everything_stored(client: redis.Redis) -> list[str]:
         read = readers.get(client.type(key))
         out.append(json.dumps([key, read(key) if read else None], default=str))
     return out
+
+
+# -- case 9: steps past their time limits ------------------------------------------------------
+
+
+def job_whose(settings: Any, wanted: dict[str, Callable[[float], bool]], prefix: str) -> str:
+    """A job id whose synthetic steps last what ``wanted`` accepts (jitter varies them by id)."""
+    from pipeline.chain import synthetic_duration
+
+    return next(
+        f"{prefix}-{n}"
+        for n in range(100_000)
+        if all(ok(synthetic_duration(settings, f"{prefix}-{n}", s)) for s, ok in wanted.items())
+    )
+
+
+@pytest.mark.timeout(240)
+def test_steps_past_their_time_limits_are_stopped(
+    bridge: Callable[..., BridgeHandle],
+    make_settings: Callable[..., Any],
+    redis_client: redis.Redis,
+    names: RedisNames,
+) -> None:
+    limit_s = 2.0
+    timing: dict[str, Any] = {
+        "synthetic_seconds": {**FAST_STEPS_S, "download": 20.0, "analyse": 20.0},
+        "synthetic_jitter": 1.0,  # 0 to 40 s per step, by job id
+    }
+    settings = make_settings(**timing)
+    short, long = (lambda s: s < 0.5), (lambda s: s > 30)
+    jobs = {
+        "slow-analysis": job_whose(settings, {"download": short, "analyse": long}, "sa"),
+        "queued-behind": job_whose(settings, {"download": short, "analyse": short}, "qb"),
+        "slow-download": job_whose(settings, {"download": long}, "sd"),
+    }
+    handle = bridge(
+        **timing,
+        step_timeout_seconds={"download": limit_s, "analyse": limit_s},
+        cpu_analysers_per_node=1,
+        window=3,
+    )
+    (pid_before,) = analyser_pids(handle)
+    slots_before = ray.available_resources().get(DOWNLOAD_SLOT)
+    xadd_raw(redis_client, names, video(jobs["slow-analysis"]))
+    wait_until(
+        "the slow analysis under way",
+        lambda: started_on(events(redis_client, names), analyser_node(handle), "analyse"),
+        60,
+    )
+    xadd_many(redis_client, names, [video(jobs["queued-behind"]), video(jobs["slow-download"])])
+    ids = list(jobs.values())
+    wait_until("the jobs finished", lambda: all_finished(redis_client, names, ids), 120)
+    found = {name: states(redis_client, names, [j])[j] for name, j in jobs.items()}
+    wait_until(
+        "download slots back",
+        lambda: ray.available_resources().get(DOWNLOAD_SLOT) == slots_before,
+        30,
+    )
+    (pid_after,) = analyser_pids(handle)
+    slow, queued, dl = found["slow-analysis"], found["queued-behind"], found["slow-download"]
+    stop_s = {  # limit to the failure stored (the later steps' errors collected first)
+        name: round((s.finished_at or 0) - (s.steps[step].started or 0) - limit_s, 2)
+        for name, s, step in (("analyse", slow, "analyse"), ("download", dl, "download"))
+    }
+    # From the moment the slow analysis hit its limit to the queued one starting on the new
+    # process: the watchdog's look (≤ 1 s), the kill, the actor's restart.
+    limit_hit = (slow.steps["analyse"].started or 0) + limit_s
+    restart_s = round((queued.steps["analyse"].started or 0) - limit_hit, 2)
+    record(
+        "9 steps past their time limits",
+        f"a synthetic analysis and a download far past a {limit_s:.0f} s "
+        "VIDBRIEF_STEP_TIMEOUT_SECONDS, another job's analysis queued on the same actor",
+        "both jobs fail permanently (StepTimeout naming the setting), not retried; the task's "
+        "worker killed (its download slot back), the actor restarted; the queued job completes",
+        {
+            "errors": {n: (s.error or {}).get("class") for n, s in found.items() if s.error},
+            "attempts": {n: s.attempts for n, s in found.items()},
+            "seconds_past_limit_when_stopped": stop_s,
+            "analyser_restarted": pid_after != pid_before,
+            "queued_status": str(queued.status),
+            "seconds_limit_to_next_analysis_start": restart_s,
+            "download_slots_back": True,
+        },
+    )
+    for failed, step in ((slow, "analyse"), (dl, "download")):
+        assert failed.status is JobStatus.FAILED and failed.error is not None
+        assert failed.error["class"] == "StepTimeout" and failed.error["step"] == step
+        assert "VIDBRIEF_STEP_TIMEOUT_SECONDS" in failed.error["message"]
+        assert failed.attempts == 1
+    assert queued.status is JobStatus.COMPLETED
+    assert pid_after != pid_before
+
+
+def analyser_node(handle: BridgeHandle) -> str:
+    """The node of the bridge's (single) analysis actor."""
+    return next(iter(handle.stats()["analysers"]))
+
+
+# -- case 10: a hostile dead letter ------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_a_hostile_dead_letter_cannot_erase_another_job(
+    bridge: Callable[..., BridgeHandle], redis_client: redis.Redis, names: RedisNames
+) -> None:
+    from ingest.client import Client
+    from ingest.errors import NotReplayable
+
+    client = Client(redis_client, names)
+    bridge()
+    client.submit(video("victim-42"))
+    wait_until("the victim completed", lambda: all_finished(redis_client, names, ["victim-42"]))
+    victim = redis_client.hgetall(names.job("victim-42"))
+    xadd_raw(redis_client, names, {**video("victim-42"), "exploit": True})  # invalid on purpose
+    hostile = {**video("victim-42"), "job_id": "../victim-42"}
+    xadd_raw(redis_client, names, hostile)
+    wait_until("2 dead letters", lambda: redis_client.xlen(names.dead) == 2, 30)
+    refusals = []
+    for dead_id, _ in redis_client.xrange(names.dead):
+        with pytest.raises(NotReplayable) as err:
+            client.replay_dead(dead_id)
+        refusals.append(str(err.value))
+    intact = redis_client.hgetall(names.job("victim-42")) == victim
+    record(
+        "10 hostile dead letter",
+        "entries naming a completed job (victim-42), made invalid so they are dead-lettered "
+        "(an unknown field; job id '../victim-42'); then `vidbrief dead replay` of each",
+        "each replay refused (the job hash belongs to another entry; the job id is not valid); "
+        "the victim's hash untouched, nothing put back on the jobs stream",
+        {
+            "replays_refused": f"{len(refusals)}/2",
+            "belongs_to_another_entry": sum("belongs to another entry" in r for r in refusals),
+            "job_id_not_valid": sum("is not valid" in r for r in refusals),
+            "victim_hash_untouched": intact,
+            "victim_status": victim.get("status"),
+            "dead_letters_kept": redis_client.xlen(names.dead),
+        },
+    )
+    assert intact and len(refusals) == 2 and redis_client.xlen(names.dead) == 2
+    assert sum("belongs to another entry" in r for r in refusals) == 1
+
+
+# -- case 11: an oversized entry ----------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_an_oversized_entry_is_kept_once_in_part_and_the_stream_trimmed(
+    bridge: Callable[..., BridgeHandle], redis_client: redis.Redis, names: RedisNames
+) -> None:
+    from ingest.dead_letters import MAX_FIELDS
+    from ingest.names import TRUNCATED_FIELD
+
+    field_bytes = 65_536
+    handle = bridge(heartbeat_seconds=0.2, dead_letter_field_bytes=field_bytes)
+    big = client_raw(redis_client)
+    big.xadd(names.jobs, {JOB_FIELD: "x" * 10 * 2**20, "y" * 2**20: "z"})
+    fields = {f"f{n}": "v" for n in range(1000)}
+    big.xadd(names.jobs, fields)
+    big.close()
+    valid = [f"after-big-{n}" for n in range(20)]
+    xadd_many(redis_client, names, [video(j) for j in valid])
+    wait_until("the valid jobs finished", lambda: all_finished(redis_client, names, valid), 60)
+    wait_until("the jobs stream trimmed", lambda: redis_client.xlen(names.jobs) == 0, 30)
+    letters = [f for _, f in redis_client.xrange(names.dead)]
+    largest = max(len(v.encode()) for f in letters for v in [*f, *f.values()])
+    stored = redis_client.memory_usage(names.dead) or 0
+    record(
+        "11 oversized entry",
+        "a 10 MB entry with a 1 MB field name and an entry of 1,000 fields, among 20 valid jobs",
+        f"dead-lettered keeping at most {field_bytes // 1024} KiB of each field and "
+        f"{MAX_FIELDS} fields (marked truncated); acknowledged entries trimmed from the jobs "
+        "stream, so nothing is stored twice; valid jobs complete",
+        {
+            "dead_letters": len(letters),
+            "marked_truncated": sum(TRUNCATED_FIELD in f for f in letters),
+            "largest_field_bytes": largest,
+            "most_fields": max(len(f) for f in letters),
+            "dead_stream_kib": round(stored / 1024, 1),
+            "jobs_xlen_after": redis_client.xlen(names.jobs),
+            "valid_completed": sum(
+                s.status is JobStatus.COMPLETED for s in states(redis_client, names, valid).values()
+            ),
+            "bridge_up": not handle.finished(),
+        },
+    )
+    assert len(letters) == 2 and all(TRUNCATED_FIELD in f for f in letters)
+    assert largest <= field_bytes and max(len(f) for f in letters) <= MAX_FIELDS + 4
+    assert stored < 512 * 1024
+
+
+def client_raw(client: redis.Redis) -> redis.Redis:
+    kwargs = client.connection_pool.connection_kwargs
+    return redis.Redis(host=kwargs["host"], port=kwargs["port"])
+
+
+# -- case 12: webhook receivers that misbehave --------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_webhook_receivers_that_rebind_trickle_or_echo(
+    make_settings: Callable[..., Any], receiver: Any
+) -> None:
+    from connect_audit import audited_connects
+    from helpers import WEBHOOK_SECRET
+    from receiver import Reply, trickling_receiver
+
+    from ingest.urlsafety import AddressPolicy
+    from webhooks.records import Delivery
+    from webhooks.send import send
+
+    settings = make_settings(webhook_secret=WEBHOOK_SECRET, webhook_timeout_seconds=2)
+    strict = make_settings(webhook_secret=WEBHOOK_SECRET, allow_private_urls=False)
+    public = "93.184.216.34"
+    rebound = receiver.script("/rebound", 200).replace("127.0.0.1", "localhost")
+    answers = iter([[public]])
+    policy = AddressPolicy.create(resolver=lambda host, port: next(answers, ["127.0.0.1"]))
+    with audited_connects(unreachable={public}) as connects:
+        send(Delivery("j", rebound, "msg_1", "{}"), strict, policy)
+    with trickling_receiver(byte_every_s=0.2, for_s=60) as slow:
+        t0 = time.monotonic()
+        trickled = send(Delivery("j", slow, "msg_2", "{}"), settings)
+        trickle_s = time.monotonic() - t0
+    echo = receiver.script("/echo", Reply(401, body=b"sk-echo0123456789 whsec_x", echo=True))
+    echoed = send(Delivery("j", echo, "msg_3", "{}"), settings)
+    record(
+        "12 misbehaving webhook receivers",
+        "a rebinding name (public to the check, loopback after), a receiver answering a byte "
+        "every 0.2 s for 60 s (limit 2 s), a 401 whose body echoes a key and the request",
+        "no connection to the refused address; the trickle cut at the limit; only the status "
+        "kept of the 401",
+        {
+            "addresses_connected": connects,
+            "receiver_connections_from_rebinding": receiver.connections - 1,
+            "trickle_seconds": round(trickle_s, 2),
+            "trickle_error": trickled.error,
+            "echo_kept": echoed.describe(),
+        },
+    )
+    assert connects == [public] and receiver.connections == 1  # the /echo one only
+    assert trickle_s < 4.0 and echoed.describe() == "HTTP 401" and echoed.error is None
+
+
+# -- case 13: an S3 endpoint that echoes the credentials -----------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_s3_errors_echoing_credentials_leave_only_class_status_and_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import traceback
+
+    from s3_server import EchoingS3
+
+    from ingest.errors import StepError
+    from pipeline import storage
+
+    secret, key_id = "s3-chaos-secret-1b7d", "AKIACHAOSMARKER01234"
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": key_id,
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    }.items():
+        monkeypatch.setenv(name, value)
+    seen: dict[int, str] = {}
+    retryable: dict[int, bool] = {}
+    for status in (401, 403, 500, 503):
+        with EchoingS3(status, secret) as endpoint, pytest.raises(StepError) as err:
+            options = {"endpoint_url": endpoint, "config_kwargs": {"retries": {"max_attempts": 1}}}
+            storage.write_bytes("s3://reports/x", "j1/report.pdf", b"%PDF", options)
+        seen[status] = "".join(traceback.format_exception(err.value))
+        retryable[status] = err.value.retryable
+    leaks = sum(s in text for text in seen.values() for s in (secret, key_id, "Signature="))
+    record(
+        "13 S3 echoing credentials",
+        "an S3 endpoint answering 401/403/500/503 with an XML error echoing the secret key, "
+        "the Authorization header and a URL with credentials",
+        "the error (traceback and causes included) names class, HTTP status, S3 code and host "
+        "only; 5xx retryable, 4xx permanent",
+        {
+            "secret_hits": leaks,
+            "retryable": {str(k): v for k, v in retryable.items()},
+            "example": seen[403].strip().splitlines()[-1][:160],
+        },
+    )
+    assert leaks == 0
+    assert retryable == {401: False, 403: False, 500: True, 503: True}

@@ -106,3 +106,28 @@ def test_events_have_stable_ids_and_parse_back():
     assert one.id == two.id == "j1/completed"
     assert one.type == "vidbrief.job.completed" and one.terminal and one.data == {"a": 1}
     assert one.job_id == "j1" and one.source == "vidbrief/b"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("url", "https://example.com/v\x1b]8;;https://evil.example\x1b\\.mp4"),  # escape
+        ("url", "https://example.com/\x00.mp4"),  # NUL
+        ("url", "https://example.com/\x9b31m.mp4"),  # C1 control (CSI)
+        ("url", "https://example.com/\u202egpm.exe"),  # right-to-left override
+        ("url", "https://exa\u200bmple.com/v.mp4"),  # zero-width space
+        ("webhook_url", "https://hooks.example.com/\x07"),
+        ("producer", "team-a\x1b[2J"),
+        ("producer", "team\u2066-a"),
+        ("instructions", "Summarise.\x1b[31m red \x1b[0m"),
+    ],
+)
+def test_control_and_invisible_characters_are_refused(field, value):
+    raw = {"url": "https://example.com/v.mp4", field: value}
+    with pytest.raises(InvalidRequest, match=f"{field}: .*control or invisible characters"):
+        parse_request(raw)
+
+
+def test_instructions_keep_line_breaks_tabs_and_emoji_joiners():
+    text = "Focus on:\n\t- costs\r\n- the team \U0001f469\u200d\U0001f4bb"
+    assert parse_request({"url": "https://e.com/v", "instructions": text}).instructions == text

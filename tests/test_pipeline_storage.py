@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import traceback
 import uuid
 from pathlib import Path
 
 import pytest
-from s3_server import S3Server
+from s3_server import EchoingS3, S3Server
 
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, PermanentStepError, StepError
 from ingest.settings import Settings
 from pipeline import report, storage
 
@@ -140,9 +141,35 @@ def test_explicit_options_win_over_env(
 @pytest.mark.integration
 def test_missing_bucket_is_not_created(s3: S3Server, bucket: str) -> None:
     missing = f"missing-{uuid.uuid4().hex[:12]}"
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(PermanentStepError, match="HTTP 404 NoSuchBucket"):
         storage.write_bytes(f"s3://{missing}/reports", "j1/report.pdf", PDF)
     assert missing not in _buckets(s3)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("status", "retryable"), [(403, False), (500, True)])
+def test_an_s3_error_echoing_the_credentials_says_only_class_status_and_host(
+    status: int, retryable: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret, key_id = "s3-secret-marker-9d2e", "AKIAECHOMARKER012345"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    with EchoingS3(status, secret) as endpoint, pytest.raises(StepError) as err:
+        options = {"endpoint_url": endpoint, "config_kwargs": {"retries": {"max_attempts": 1}}}
+        storage.write_bytes("s3://reports/prefix", "j1/report.pdf", PDF, options)
+
+    shown = "".join(traceback.format_exception(err.value))  # what Ray would print, causes too
+    for leaked in (secret, key_id, "Signature=", "admin:"):
+        assert leaked not in shown, leaked
+    host = endpoint.removeprefix("http://")
+    assert str(err.value) == (
+        f"writing s3://reports/prefix/j1/report.pdf failed: PermissionError, "
+        f"HTTP {status} AccessDenied, at {host}"
+    )
+    assert err.value.retryable is retryable
 
 
 def _client(s3: S3Server):  # type: ignore[no-untyped-def]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -105,3 +106,13 @@ def test_node_id_kept_by_workers_only(local_ray: None) -> None:
     assert ray.get(_node_in_worker.remote()) == (node, node)
     assert steps.current_node_id() == node
     assert steps._worker_node_id is None  # a driver may join another cluster: it asks again
+
+
+def test_the_redis_url_a_step_carries_is_a_secret(redis_server: RedisServer) -> None:
+    url = "redis://:step-pw-3f9a@127.0.0.1:6379/0"
+    progress = Progress(url, "vidbrief", "test", 1000)  # a plain string is made a secret
+    assert progress.redis_url.get_secret_value() == url
+    for shown in (repr(progress), str(progress), f"{progress}"):
+        assert "step-pw-3f9a" not in shown
+    # Ray keeps a step's arguments pickled; what a log line or a traceback prints is the repr.
+    assert "step-pw-3f9a" not in repr(pickle.loads(pickle.dumps(progress)))

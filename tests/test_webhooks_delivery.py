@@ -273,3 +273,32 @@ def test_private_webhook_url_refused_again_before_the_post(
     assert receiver.requests == []
     [entry] = attempts(redis_client, names, "job-1")
     assert entry["outcome"] == "failed" and "loopback" in entry["error"]
+
+
+def test_a_receiver_echoing_secrets_in_its_error_leaves_only_the_status(
+    redis_client, names, settings, receiver, start_worker
+):
+    marker = "echo-marker-5e1f http://admin:echo-pw@internal.example/ sk-echo0123456789"
+    denied = receiver.script("/denied", Reply(401, body=marker.encode(), echo=True))
+    broken = receiver.script("/broken", *[Reply(500, body=marker.encode(), echo=True)] * 4)
+    for job_id in ("job-1", "job-2"):
+        finished_job(redis_client, names, job_id)
+    start_worker()
+
+    enqueue_webhook(redis_client, settings, "job-1", denied, terminal_event("job-1"))
+    enqueue_webhook(redis_client, settings, "job-2", broken, terminal_event("job-2"))
+    wait_until("2 dead letters", lambda: redis_client.xlen(names.dead) == 2, WAIT_S)
+
+    (signed,) = receiver.on("/denied")
+    dead = {fields["job_id"]: fields for _, fields in redis_client.xrange(names.dead)}
+    assert dead["job-1"]["reason"] == "HTTP 401" and dead["job-2"]["reason"] == "HTTP 500"
+    stored = json.dumps(
+        [
+            redis_client.xrange(names.dead),
+            redis_client.xrange(names.events),
+            [attempts(redis_client, names, j) for j in ("job-1", "job-2")],
+            [redis_client.hgetall(names.job(j)) for j in ("job-1", "job-2")],
+        ]
+    )
+    for secret in ("echo-marker", "echo-pw", "sk-echo", signed.headers["webhook-signature"]):
+        assert secret not in stored, secret

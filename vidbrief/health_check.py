@@ -192,6 +192,7 @@ def _with_redis(settings: Settings, probe: Callable[[redis.Redis], Probe]) -> Pr
     import redis
 
     from ingest.connect import redis_url
+    from ingest.redact import redact
 
     try:
         url = redis_url(settings, start=False)
@@ -199,11 +200,15 @@ def _with_redis(settings: Settings, probe: Callable[[redis.Redis], Probe]) -> Pr
         with conn:
             return probe(conn)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
-        return Probe(EXIT_UNREACHABLE, f"cannot reach Redis: {e}")
+        return Probe(EXIT_UNREACHABLE, f"cannot reach Redis: {redact(e)}")
     except redis.exceptions.RedisError as e:  # WRONGPASS, NOPERM …
-        return Probe(EXIT_UNREACHABLE, f"Redis refused the probe: {e}")
-    except ValueError as e:  # a URL redis-py cannot parse
-        return Probe(EXIT_CONFIG, f"bad configuration: VIDBRIEF_REDIS_URL: {e}")
+        return Probe(EXIT_UNREACHABLE, f"Redis refused the probe: {redact(e)}")
+    except ValueError as e:  # a URL redis-py cannot parse: its text may quote part of it
+        return Probe(
+            EXIT_CONFIG,
+            "bad configuration: VIDBRIEF_REDIS_URL is not a redis://, rediss:// or unix:// URL "
+            f"redis-py can read ({type(e).__name__})",
+        )
 
 
 def _finish(result: Probe) -> NoReturn:

@@ -21,9 +21,11 @@ from urllib.parse import urlsplit
 
 import redis
 
+from ingest.dead_letters import cap_fields
 from ingest.events import EventType, build_event
 from ingest.models import field_args
 from ingest.names import DELIVERIES_FIELD, EVENT_FIELD, REASON_FIELD
+from ingest.redact import redact
 from ingest.settings import Settings
 
 log = logging.getLogger("vidbrief.webhooks")
@@ -175,12 +177,12 @@ def dead_letter(
         "job_id": delivery.job_id,
         "webhook_url": delivery.url,
         "webhook_id": delivery.webhook_id,
-        REASON_FIELD: reason,
+        REASON_FIELD: data[REASON_FIELD],
         DELIVERIES_FIELD: str(deliveries),
         EVENT_FIELD: delivery.payload,
     }
     with conn.pipeline(transaction=True) as pipe:
-        pipe.xadd(settings.names.dead, dead)
+        pipe.xadd(settings.names.dead, cap_fields(dead, settings.dead_letter_field_bytes))
         pipe.xadd(
             settings.names.events,
             {EVENT_FIELD: event},
@@ -203,5 +205,6 @@ def origin(url: str) -> str:
 
 
 def scrub(text: str, url: str) -> str:
-    """``text`` with the URL cut down to its origin (webhook paths often carry tokens)."""
-    return text.replace(url, origin(url) + "/…")
+    """``text`` with the URL cut down to its origin (webhook paths often carry tokens), and
+    anything else that looks like a secret masked (ingest/redact.py)."""
+    return redact(text.replace(url, origin(url) + "/…"))

@@ -12,7 +12,13 @@ One attempt ends as (:func:`classify`):
     network error,      retry
     timeout, no DNS
     other 3xx/4xx       failed (redirects are not followed): no retry
-    refused address     failed (checked before each POST and again on connect)
+    refused address     failed
+
+The name is resolved once per attempt, every address checked, and the connection made to those
+addresses only (connect.py: TLS and ``Host`` still name the host), so no connection is ever
+opened to a refused address; connect to last header byte ends within
+``VIDBRIEF_WEBHOOK_TIMEOUT_SECONDS``, however slowly the receiver answers. An error says the
+class and the host, never the receiver's answer (its body is not read).
 """
 
 from __future__ import annotations
@@ -28,24 +34,33 @@ import httpx
 from standardwebhooks import Webhook
 
 from ingest.errors import ConfigError, UnresolvableHost, UnsafeURL
+from ingest.redact import error_summary
 from ingest.settings import Settings
 from ingest.urlsafety import AddressPolicy
+from webhooks.connect import transport
 from webhooks.records import AttemptOutcome, Delivery, Response
 
 MAX_RETRY_AFTER_S = 3600.0  # a receiver cannot park a delivery for longer than this
 USER_AGENT = "vidbrief-webhooks/1"
 
 
-def send(delivery: Delivery, settings: Settings) -> Response:
-    """POST ``delivery`` once; every failure comes back as a Response, never raised."""
+def send(delivery: Delivery, settings: Settings, policy: AddressPolicy | None = None) -> Response:
+    """POST ``delivery`` once; every failure comes back as a Response, never raised.
+
+    ``policy``: the address policy (default: the settings' own, with the system's DNS).
+    """
+    policy = policy or AddressPolicy.create(allow_private=settings.allow_private_urls)
     try:
-        return _post(delivery, settings)
+        return _post(delivery, settings, policy)
     except UnresolvableHost as e:
         return Response(error=str(e))
     except UnsafeURL as e:
         return Response(error=str(e), refused=True)
+    except httpx.TimeoutException as e:
+        limit = f"VIDBRIEF_WEBHOOK_TIMEOUT_SECONDS={settings.webhook_timeout_seconds:g}"
+        return Response(error=f"{type(e).__name__}: no complete answer within {limit} s")
     except httpx.HTTPError as e:
-        return Response(error=f"{type(e).__name__}: {e}".rstrip(": "))
+        return Response(error=error_summary(e).rstrip(": "))
 
 
 def classify(response: Response) -> AttemptOutcome:
@@ -64,15 +79,20 @@ def classify(response: Response) -> AttemptOutcome:
     return AttemptOutcome.FAILED  # 3xx (not followed) and the other 4xx: sending again won't help
 
 
-def _post(delivery: Delivery, settings: Settings) -> Response:
+def _post(delivery: Delivery, settings: Settings, policy: AddressPolicy) -> Response:
     """Sign and POST; the status is all that is read (a receiver's body is not downloaded)."""
-    policy = AddressPolicy.create(allow_private=settings.allow_private_urls)
-    policy.check_url(delivery.url)  # the name may point elsewhere than at enqueue time
+    # Resolved now: the name may point elsewhere than at enqueue time.
+    addresses = policy.checked_addresses(delivery.url)
     headers = _signed_headers(delivery, settings)
+    timeout = settings.webhook_timeout_seconds
+    host = urlsplit(delivery.url).hostname or ""
     # trust_env=False: no proxy from the environment, the address policy sees the real peer.
     with (
         httpx.Client(
-            timeout=settings.webhook_timeout_seconds, follow_redirects=False, trust_env=False
+            transport=transport(host, addresses, timeout),
+            timeout=timeout,
+            follow_redirects=False,
+            trust_env=False,
         ) as client,
         client.stream(
             "POST",
@@ -104,8 +124,9 @@ def _signed_headers(delivery: Delivery, settings: Settings) -> dict[str, str]:
 def connect_guard(policy: AddressPolicy, url: str) -> Callable[[str, dict[str, Any]], None]:
     """An httpcore trace hook that checks the address the socket really connected to.
 
-    It runs after the TCP connect and before a byte is sent: a name that resolved to a public
-    address for check_url() and to an inside one a moment later (DNS rebinding) is caught here.
+    It runs after the TCP connect and before a byte is sent. The connection goes to checked
+    addresses only (connect.py): this second look costs nothing and would catch a transport
+    that resolved the name again.
     """
     parts = urlsplit(url)
     host = parts.hostname or ""
