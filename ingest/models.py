@@ -164,6 +164,8 @@ class StepTiming(BaseModel):
     started: float | None = None
     ended: float | None = None
     node: str | None = None
+    #: Served by a kept output (the artefact store, or given at launch), not run for this job.
+    reused: bool = False
 
     @property
     def seconds(self) -> float | None:
@@ -177,7 +179,7 @@ class JobState(BaseModel):
 
     Flat hash fields: ``status``, ``url``, ``request`` (JSON), ``created_at``, ``updated_at``,
     ``started_at``, ``finished_at``, ``attempts``, ``stream_id``, ``cancel_requested``,
-    ``step:<name>:started|ended|node``, ``result`` (JSON), ``error`` (JSON).
+    ``step:<name>:started|ended|node|reused``, ``result`` (JSON), ``error`` (JSON).
     """
 
     job_id: str

@@ -13,6 +13,7 @@ from typing import Any
 
 from ingest.events import build_event
 from ingest.models import JobState, hash_fields, now
+from ingest.names import STEP_NAMES
 from raybridge.announce import Announcer
 from raybridge.metrics import BridgeMetrics
 from raybridge.outcome import Outcome
@@ -59,6 +60,7 @@ def _data(outcome: Outcome, state: JobState | None, seconds: dict[str, float]) -
         "status": str(outcome.status),
         "step_seconds": seconds,
         "attempts": state.attempts if state else 0,
+        "reused_steps": reused_steps(state),
     }
     data.update(outcome.result or {})
     if outcome.error:
@@ -71,3 +73,10 @@ def step_seconds(state: JobState | None) -> dict[str, float]:
     if state is None:
         return {}
     return {step: round(t.seconds, 6) for step, t in state.steps.items() if t.seconds is not None}
+
+
+def reused_steps(state: JobState | None) -> list[str]:
+    """The steps served by kept outputs, in chain order (the job hash's ``reused`` marks)."""
+    if state is None:
+        return []
+    return [step for step in STEP_NAMES if step in state.steps and state.steps[step].reused]
