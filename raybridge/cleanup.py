@@ -3,6 +3,7 @@
     outcome stored ─▶ finished(job): wait for the job's tasks to stop (bounded), then
                       VIDBRIEF_WORK_RETENTION_SECONDS, then on every node the job touched
                       (its download nodes, and where its steps ran): delete <work_dir>/<job>
+                      (the jobs due on a node within BATCH_S go in one task)
     bridge start,  ─▶ sweep(): on every alive node, the folders of jobs that are finished, or
     then every        unknown and idle ORPHAN_GRACE_S, older than the retention, deleted
     SWEEP_EVERY_S     (a bridge that died, a folder a late task wrote again); then the
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 
 #: How long a finished job's clean-up waits for its cancelled or abandoned tasks to stop.
 SETTLE_S = 60.0
+#: Folders due on one node within this long are deleted by one task (a task per job would
+#: cost the bridge more than the job's own steps at high rates).
+BATCH_S = 0.5
 #: Sweeps of orphaned folders and evictions of the artefact store, after the one at start.
 SWEEP_EVERY_S = 600.0
 #: A folder no job in Redis owns is left this long after its last change: a ``run-local`` on
@@ -56,6 +60,8 @@ class Cleaner:
         self.work_dir = str(settings.work_dir)
         self._touched: dict[str, set[str]] = defaultdict(set)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._due: dict[str, set[str]] = defaultdict(set)  # node → job ids to delete there
+        self._flushing: asyncio.Task[None] | None = None
 
     # -- one job ----------------------------------------------------------------------------
 
@@ -83,7 +89,17 @@ class Cleaner:
         if state is not None and not state.status.finished:
             return  # submitted again meanwhile (a replay): its folder is in use
         nodes |= {t.node for t in (state.steps.values() if state else ()) if t.node}
-        await self._remove(nodes, [job_id])
+        for node in nodes:
+            self._due[node].add(job_id)
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.ensure_future(self._flush())
+            self._tasks.add(self._flushing)
+            self._flushing.add_done_callback(self._tasks.discard)
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(BATCH_S)
+        due, self._due = self._due, defaultdict(set)
+        await asyncio.gather(*(self._remove([n], sorted(ids)) for n, ids in due.items()))
 
     async def _remove(self, nodes: Iterable[str], job_ids: list[str]) -> None:
         nodes, work = list(nodes), self.work_dir
