@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from ingest.models import JOB_ID_PATTERN
@@ -21,18 +22,36 @@ from ingest.models import JOB_ID_PATTERN
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 
 
-def job_folders(work_dir: str) -> list[tuple[str, float]]:
-    """Each job folder's name and the seconds since anything in it last changed."""
-    root, now = Path(work_dir).expanduser(), time.time()
+def job_folders(work_dir: str, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
+    """Each job folder's name and the seconds since anything in it last changed; names in
+    ``exclude`` are not jobs (an artefact store configured inside the work folder)."""
+    now = time.time()
+    return [(p.name, max(0.0, now - _newest_mtime(p))) for p in _job_paths(work_dir, exclude)]
+
+
+def jobs_bytes(work_dir: str, exclude: Iterable[str] = ()) -> int:
+    """Bytes the job folders hold (what the work folder's life cycle bounds)."""
+    return sum(folder_bytes(p) for p in _job_paths(work_dir, exclude))
+
+
+def _job_paths(work_dir: str, exclude: Iterable[str]) -> list[Path]:
+    skip = set(exclude)
     try:
-        children = list(os.scandir(root))
+        children = list(os.scandir(Path(work_dir).expanduser()))
     except FileNotFoundError:
         return []
-    out = []
-    for child in children:
-        if child.is_dir(follow_symlinks=False) and _JOB_ID.fullmatch(child.name):
-            out.append((child.name, max(0.0, now - _newest_mtime(Path(child.path)))))
-    return out
+    return [
+        Path(c.path)
+        for c in children
+        if c.is_dir(follow_symlinks=False) and _JOB_ID.fullmatch(c.name) and c.name not in skip
+    ]
+
+
+def store_inside(work_dir: str, artefacts: str) -> list[str]:
+    """The name of the artefact store's folder when it lies directly in the work folder."""
+    store = Path(artefacts).expanduser().absolute()
+    inside = store.parent == Path(work_dir).expanduser().absolute()
+    return [store.name] if inside else []
 
 
 def remove_job_folders(work_dir: str, job_ids: list[str]) -> int:

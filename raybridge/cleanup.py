@@ -28,7 +28,8 @@ from typing import Any
 from ingest.models import JobStatus
 from ingest.settings import Settings
 from pipeline.kept import KeptStore
-from pipeline.workdirs import job_folders, remove_job_folders
+from pipeline.storage import is_local
+from pipeline.workdirs import job_folders, remove_job_folders, store_inside
 from raybridge.protocols import Launcher
 from raybridge.stream import JobStream
 from raybridge.window import Window
@@ -58,6 +59,9 @@ class Cleaner:
         self.window = window
         self.launcher = launcher
         self.work_dir = str(settings.work_dir)
+        # Never swept: an artefact store that was put inside the work folder.
+        location = settings.artefacts_location
+        self.not_jobs = store_inside(self.work_dir, location) if is_local(location) else []
         self._touched: dict[str, set[str]] = defaultdict(set)
         self._tasks: set[asyncio.Task[None]] = set()
         self._due: dict[str, set[str]] = defaultdict(set)  # node → job ids to delete there
@@ -123,7 +127,7 @@ class Cleaner:
 
     async def sweep(self, nodes: list[str]) -> list[str]:
         """Delete the folders no running job needs on every node; return their job ids."""
-        calls = [self.launcher.on_node(n, job_folders, self.work_dir) for n in nodes]
+        calls = [self.launcher.on_node(n, job_folders, self.work_dir, self.not_jobs) for n in nodes]
         listings = await asyncio.gather(*calls, return_exceptions=True)
         found = {
             node: dict(got)

@@ -1,9 +1,11 @@
 """Storing a job's outcome: the job hash, its terminal event and the XACK in one script, then
 what follows it (announce.py: the webhook and the dataset row).
 
-The terminal event's data carries the step durations from the job hash and, for a completed
-job, the result (report and result files); its id is ``<job_id>/<status>``, the same if a
-restarted bridge stores the outcome again (then the script only acknowledges the entry).
+The terminal event's data carries the step durations from the job hash, the steps taken from
+kept outputs (``reused_steps``) and, for a completed job, the result (report and result files);
+its id is ``<job_id>/<status>``, the same if a restarted bridge stores the outcome again (then
+the script only acknowledges the entry). The job's work folders are deleted after this
+(cleanup.py, started by job.py).
 """
 
 from __future__ import annotations

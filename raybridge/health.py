@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.settings import Settings
-from pipeline.workdirs import folder_bytes
+from pipeline.workdirs import jobs_bytes
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def measure(work_dir: str) -> dict[str, Any]:
 
     return {
         "disk_free_bytes": shutil.disk_usage(_existing(Path(work_dir))).free,
-        "work_bytes": folder_bytes(work_dir),
+        "work_bytes": jobs_bytes(work_dir),
         "memory_available_bytes": psutil.virtual_memory().available,
         "cpu_percent": psutil.cpu_percent(interval=CPU_SAMPLE_S),
         "measured_at": time.time(),

@@ -132,13 +132,15 @@ def test_the_sweep_removes_folders_of_finished_and_unknown_jobs_only(
     redis_client: redis.Redis,
     names: RedisNames,
 ) -> None:
-    settings = make_settings(work_retention_seconds=60)
+    store = str(make_settings().work_dir / "store")  # an artefact store put in the work folder
+    settings = make_settings(work_retention_seconds=60, artefacts_url=store)
     ages = {
         "finished-old": 120,  # finished, older than the retention: swept
         "finished-young": 10,  # finished, within the retention: kept
         "unknown-idle": ORPHAN_GRACE_S + 60,  # no job owns it, idle past the grace: swept
         "unknown-recent": 120,  # no job owns it, changed recently (a run-local?): kept
         "running": HOUR_S * 5,  # a job still running: kept, however old
+        "store": HOUR_S * 5,  # the artefact store: never a job's folder
     }
     for job_id, age in ages.items():
         folder(settings, job_id, age)
@@ -150,9 +152,10 @@ def test_the_sweep_removes_folders_of_finished_and_unknown_jobs_only(
     async def action(bridge: Bridge) -> list[str]:
         return await bridge.cleaner.sweep([NODE])
 
-    assert on_bridge(action, work_retention_seconds=60) == ["finished-old", "unknown-idle"]
+    swept = on_bridge(action, work_retention_seconds=60, artefacts_url=store)
+    assert swept == ["finished-old", "unknown-idle"]
     left = sorted(p.name for p in Path(settings.work_dir).iterdir())
-    assert left == ["finished-young", "not a job id", "running", "unknown-recent"]
+    assert left == ["finished-young", "not a job id", "running", "store", "unknown-recent"]
 
 
 # -- through a real bridge ----------------------------------------------------------------------
