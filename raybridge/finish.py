@@ -50,7 +50,8 @@ class Finisher:
         if not await self.stream.finish(job_id, stream_id, fields, event):
             return
         self.metrics.finished.labels(outcome=str(outcome.status)).inc()
-        self.metrics.observe_steps(seconds)
+        reused = set(reused_steps(state))  # their 0 s would skew the step durations
+        self.metrics.observe_steps({s: v for s, v in seconds.items() if s not in reused})
         if state is not None:
             stored = state.model_copy(update={"finished_at": t, "updated_at": t})
             await self.announcer.finished(stored, outcome, event)

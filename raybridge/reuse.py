@@ -62,7 +62,8 @@ class Reuse:
         t = now()
         async with self.stream.transaction() as pipe:
             for step in kept:
-                fields = step_fields(step, started=t, ended=t, reused="1")
+                # node "": ran nowhere for this job (not where an earlier attempt ran it)
+                fields = step_fields(step, started=t, ended=t, node="", reused="1")
                 await self.stream.update_job(job_id, {**fields, **hash_fields(updated_at=t)}, pipe)
                 data = {"step": step, "attempt": attempt, "node": "", "reused": True}
                 fact = f"{attempt}/{step}/completed"
