@@ -117,7 +117,10 @@ def execute(step: str, ctx: JobContext, *earlier: Any) -> Found:
 def compute_step(step: str, ctx: JobContext, *earlier: Any) -> Any:
     """Run one step for one job and keep its output (the caller checked for a kept one)."""
     reuse.clear_step_folder(step, ctx)
-    output = _compute(step, ctx, *reuse.local_inputs(step, ctx, earlier))
+    try:
+        output = _compute(step, ctx, *reuse.local_inputs(step, ctx, earlier))
+    finally:
+        reuse.drop_fetched(step, ctx)
     reuse.keep(step, ctx, output, *earlier)
     return output
 

@@ -4,7 +4,7 @@ One entry per kept output, a folder named by its step and key (:mod:`pipeline.ke
 
     <artefacts_url>/analyse/<digest>/output.json.zst   the output, zstd JSON, written last
                                     /shot_0000.jpg …    files the output names (keyframes)
-                                    /used               rewritten on every use (eviction)
+                                    /used               rewritten on every reuse (eviction)
 
 The store is a path or any fsspec URL (:mod:`pipeline.storage`: each file written whole or not
 at all). An entry whose ``output.json.zst`` is missing is incomplete and never read; the output
@@ -136,8 +136,8 @@ class KeptStore:
         try:
             for name, path in (files or {}).items():
                 self._write(f"{entry}/{_plain(name)}", Path(path).read_bytes())
+            # Its own time is its first use (eviction): no `used` file until it is reused.
             self._write(f"{entry}/{OUTPUT_FILE}", to_bytes(encode(key, output)))
-            self.touch(key)
         except (OSError, ConfigError, ValueError) as e:
             log.warning("kept %s output %s not stored: %s", key.step, key.digest, e)
             return False

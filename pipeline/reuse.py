@@ -19,6 +19,7 @@ settings. When both are kept (and the URL still passes), the job runs only brief
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 OUTPUT_FILE = "output.json.zst"
 #: Steps whose folder in the work folder holds files of their own (emptied before they run).
 LOCAL_STEPS = frozenset({DOWNLOAD_STEP, ANALYSE_STEP})
+#: Where the report step puts keyframes fetched from the store (removed when it is done, so
+#: only the nodes that downloaded a job hold files of it).
+FETCHED_KEYFRAMES = "keyframes-fetched"
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,14 @@ def clear_step_folder(step: str, ctx: JobContext) -> None:
         shutil.rmtree(ctx.workdir / step, ignore_errors=True)
 
 
+def drop_fetched(step: str, ctx: JobContext) -> None:
+    """After the report: the keyframes it fetched go (and the job's folder, if that was all)."""
+    if step == REPORT_STEP:
+        shutil.rmtree(ctx.workdir / FETCHED_KEYFRAMES, ignore_errors=True)
+        with contextlib.suppress(OSError):  # not empty: the job's own files live here
+            ctx.workdir.rmdir()
+
+
 # --- the report's inputs ----------------------------------------------------------------------
 
 
@@ -172,12 +184,13 @@ def local_inputs(step: str, ctx: JobContext, earlier: tuple[Any, ...]) -> tuple[
 
 def local_keyframes(ctx: JobContext, media: Any, analysis: Analysis) -> Analysis:
     """The analysis with every keyframe in this job's folder on this node (copied from its
-    store entry where the analysis ran elsewhere); a keyframe found nowhere stays missing."""
+    store entry, into :data:`FETCHED_KEYFRAMES`, where the analysis ran elsewhere); a keyframe
+    found nowhere stays missing."""
     missing = [s for s in analysis.shots if keyframe_file(s, ctx.workdir) is None]
     if not missing:
         return analysis
     key = analysis_key(ctx.request, ctx.settings, media)
-    store, folder = KeptStore.of(ctx.settings), ctx.workdir / ANALYSE_STEP
+    store, folder = KeptStore.of(ctx.settings), ctx.workdir / FETCHED_KEYFRAMES
     fetched = {}
     for shot in missing:
         name = Path(shot.keyframe_path).name

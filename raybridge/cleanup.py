@@ -1,9 +1,10 @@
 """Disks that never fill: work folders deleted once their job is done, the artefact store evicted.
 
     outcome stored ─▶ finished(job): wait for the job's tasks to stop (bounded), then
-                      VIDBRIEF_WORK_RETENTION_SECONDS, then on every node the job touched
-                      (its download nodes, and where its steps ran): delete <work_dir>/<job>
-                      (the jobs due on a node within BATCH_S go in one task)
+                      VIDBRIEF_WORK_RETENTION_SECONDS, then on every node the job downloaded
+                      on (only there does a job leave files: the report removes the keyframes
+                      it fetched): delete <work_dir>/<job> (the jobs due on a node within
+                      BATCH_S go in one task)
     bridge start,  ─▶ sweep(): on every alive node, the folders of jobs that are finished, or
     then every        unknown and idle ORPHAN_GRACE_S, older than the retention, deleted
     SWEEP_EVERY_S     (a bridge that died, a folder a late task wrote again); then the
@@ -88,21 +89,20 @@ class Cleaner:
         if refs:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*refs, return_exceptions=True), SETTLE_S)
-        await asyncio.sleep(self.settings.work_retention_seconds)
-        state = await self.stream.job_state(job_id)
-        if state is not None and not state.status.finished:
-            return  # submitted again meanwhile (a replay): its folder is in use
-        nodes |= {t.node for t in (state.steps.values() if state else ()) if t.node}
+        if self.settings.work_retention_seconds:
+            await asyncio.sleep(self.settings.work_retention_seconds)
+            state = await self.stream.job_state(job_id)
+            if state is not None and not state.status.finished:
+                return  # submitted again meanwhile (a replay): its folder is in use
         for node in nodes:
             self._due[node].add(job_id)
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.ensure_future(self._flush())
-            self._tasks.add(self._flushing)
-            self._flushing.add_done_callback(self._tasks.discard)
+        if self._flushing is None:
+            self._flushing = self._spawn(self._flush())
 
     async def _flush(self) -> None:
         await asyncio.sleep(BATCH_S)
-        due, self._due = self._due, defaultdict(set)
+        # From here on, jobs that become due go to the next flush.
+        due, self._due, self._flushing = self._due, defaultdict(set), None
         await asyncio.gather(*(self._remove([n], sorted(ids)) for n, ids in due.items()))
 
     async def _remove(self, nodes: Iterable[str], job_ids: list[str]) -> None:
@@ -169,10 +169,11 @@ class Cleaner:
 
     # -- the tasks --------------------------------------------------------------------------
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def tasks(self) -> list[asyncio.Task[None]]:
         return list(self._tasks)

@@ -13,7 +13,7 @@ from s3_server import S3Server
 
 from ingest.models import JobRequest
 from ingest.settings import Settings
-from pipeline.kept import EVICT_MIN_IDLE_S, MIB, USED_FILE, KeptStore, encode
+from pipeline.kept import EVICT_MIN_IDLE_S, MIB, KeptStore, encode
 from pipeline.keys import StepKey
 from pipeline.models import Analysis, Shot
 
@@ -92,8 +92,9 @@ def test_an_unreachable_store_is_a_miss_and_a_failed_save_a_warning(tmp_path: Pa
 
 
 def local_entry_used(store: KeptStore, k: StepKey, at: float) -> None:
-    used = Path(store.base_url) / k.step / k.digest / USED_FILE
-    os.utime(used, (at, at))
+    """As if the entry was written (a first use) or last reused at ``at``."""
+    for path in (Path(store.base_url) / k.step / k.digest).iterdir():
+        os.utime(path, (at, at))
 
 
 def test_eviction_by_age_then_least_recently_used_past_the_size(tmp_path: Path) -> None:
