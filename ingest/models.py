@@ -193,6 +193,8 @@ class StepTiming(BaseModel):
     ended: float | None = None
     node: str | None = None
     attempt: int | None = None
+    #: Served by a kept output (the artefact store, or given at launch), not run for this job.
+    reused: bool = False
 
     @property
     def seconds(self) -> float | None:
@@ -206,7 +208,7 @@ class JobState(BaseModel):
 
     Flat hash fields: ``status``, ``url``, ``request`` (JSON), ``created_at``, ``updated_at``,
     ``started_at``, ``finished_at``, ``attempts``, ``stream_id``, ``cancel_requested``,
-    ``step:<name>:started|ended|node|attempt``, ``result`` (JSON), ``error`` (JSON).
+    ``step:<name>:started|ended|node|attempt|reused``, ``result`` (JSON), ``error`` (JSON).
     """
 
     job_id: str

@@ -175,9 +175,34 @@ class Settings(BaseSettings):
     work_dir: Path = Field(
         default_factory=lambda: _data_dir() / "work", description="Artefacts per job and step."
     )
+    work_retention_seconds: float = Field(
+        0,
+        ge=0,
+        description="How long a finished job's work folder (its video, audio, keyframes) stays "
+        "on the nodes that ran it: 0 deletes it once the job's outcome is stored; more keeps "
+        "it that many seconds (debugging). Cancelled and failed jobs too.",
+    )
     reports_url: str = Field(
         default_factory=lambda: str(_data_dir() / "reports"),
         description="Where report.pdf and result.json go: a path or an fsspec URL.",
+    )
+    artefacts_url: str | None = Field(
+        None,
+        description="The artefact store: kept analyses (with keyframes) and briefs that later "
+        "jobs of the same video reuse (a re-brief runs only brief and report), on any node: a "
+        "path or an fsspec URL every node reaches (s3://…, a shared mount). Unset: a folder "
+        "artefacts beside VIDBRIEF_WORK_DIR (enough for one host).",
+    )
+    artefacts_max_mb: float = Field(
+        10_240,
+        ge=0,
+        description="Size of the artefact store beyond which the least recently used entries "
+        "are evicted (entries used in the last 10 minutes are kept).",
+    )
+    artefacts_max_age_seconds: float = Field(
+        30 * 24 * 3600,
+        gt=0,
+        description="Entries of the artefact store unused this long are evicted.",
     )
     dataset_url: str | None = Field(None, description="Parquet dataset of finished jobs.")
     s3_endpoint_url: str | None = Field(
@@ -365,6 +390,13 @@ class Settings(BaseSettings):
     def names(self) -> RedisNames:
         """The Redis names under this configuration's prefix."""
         return RedisNames(self.redis_prefix)
+
+    @property
+    def artefacts_location(self) -> str:
+        """The artefact store: ``artefacts_url``, else ``artefacts`` beside the work folder."""
+        if self.artefacts_url:
+            return self.artefacts_url
+        return str(Path(self.work_dir).expanduser().absolute().parent / "artefacts")
 
     def step_seconds(self, step: str) -> float:
         """How long a synthetic step sleeps."""

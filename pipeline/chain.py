@@ -8,9 +8,11 @@ The bridge reads :data:`CHAIN` and calls :func:`run_step`; it never imports a st
 ``VIDBRIEF_STEP_MODE=synthetic`` swaps only the bodies (a sleep that holds the same
 resources), so the chain, its resources and its placement stay exactly the same.
 
-Outputs are kept by (job, step, version) in ``<work_dir>/<job_id>/<step>/output.json.zst``: a step
-asked again (a retry, a restarted bridge) returns the kept output instead of running, as long as
-the files it names still exist. Bump a step's ``version`` when its output changes meaning.
+Outputs are kept by what produced them (:mod:`pipeline.keys`, :mod:`pipeline.reuse`): the
+download in the job's folder on its node, the analysis and the brief in the artefact store that
+every node reads (:mod:`pipeline.kept`). A step asked again — a retry, a restarted bridge, another
+job of the same video — returns the kept output instead of running. The report is never kept.
+Bump a step's version (``pipeline.keys.STEP_VERSIONS``) when its output changes meaning.
 
 Synthetic failures, for tests and benchmarks only: a job URL whose fragment holds
 ``vidbrief-fail=<step>:permanent`` fails that step every time; ``vidbrief-fail=<step>:retryable:N``
@@ -23,17 +25,16 @@ import hashlib
 import importlib
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
-
-from pydantic import BaseModel
 
 from ingest.errors import PermanentStepError, RetryableStepError
 from ingest.names import ANALYSE_STEP, BRIEF_STEP, DOWNLOAD_STEP, REPORT_STEP
 from ingest.settings import Settings
-from pipeline import artefacts
+from pipeline import reuse
 from pipeline.context import JobContext
+from pipeline.keys import STEP_VERSIONS
+from pipeline.reuse import Found, find_kept
 
 #: Custom Ray resource a node offers per concurrent download (``ray start --resources``).
 DOWNLOAD_SLOT = "vidbrief_download"
@@ -52,7 +53,7 @@ class StepSpec:
     resources: dict[str, float] = field(default_factory=dict)
     #: Must run on the node that ran ``download`` (the video lives on its disk).
     pinned_to_download: bool = False
-    #: Part of the cache key of the step's output: bump it when the output changes meaning.
+    #: Part of the key of the step's output (pipeline.keys.STEP_VERSIONS).
     version: int = 1
 
     def function(self) -> Any:
@@ -61,18 +62,40 @@ class StepSpec:
 
 
 CHAIN: tuple[StepSpec, ...] = (
-    StepSpec(DOWNLOAD_STEP, "pipeline.download:run", num_cpus=0.25, resources={DOWNLOAD_SLOT: 1}),
+    StepSpec(
+        DOWNLOAD_STEP,
+        "pipeline.download:run",
+        num_cpus=0.25,
+        resources={DOWNLOAD_SLOT: 1},
+        version=STEP_VERSIONS[DOWNLOAD_STEP],
+    ),
     # num_gpus is set by the bridge: 1 where the cluster has GPUs, else CPU only.
-    StepSpec(ANALYSE_STEP, "pipeline.analyse:run", num_cpus=1, pinned_to_download=True),
-    StepSpec(BRIEF_STEP, "pipeline.brief:run", num_cpus=0.1),
-    StepSpec(REPORT_STEP, "pipeline.report:run", num_cpus=1, resources={REPORT_NODE: 0.01}),
+    StepSpec(
+        ANALYSE_STEP,
+        "pipeline.analyse:run",
+        num_cpus=1,
+        pinned_to_download=True,
+        version=STEP_VERSIONS[ANALYSE_STEP],
+    ),
+    StepSpec(BRIEF_STEP, "pipeline.brief:run", num_cpus=0.1, version=STEP_VERSIONS[BRIEF_STEP]),
+    StepSpec(
+        REPORT_STEP,
+        "pipeline.report:run",
+        num_cpus=1,
+        resources={REPORT_NODE: 0.01},
+        version=STEP_VERSIONS[REPORT_STEP],
+    ),
 )
 STEPS: dict[str, StepSpec] = {s.name: s for s in CHAIN}
 
 
-OUTPUT_FILE = "output.json.zst"  # zstd-compressed JSON (pipeline.artefacts)
+OUTPUT_FILE = reuse.OUTPUT_FILE  # the download's kept output in its folder (zstd JSON)
 #: Key in a job URL's fragment that injects a synthetic failure (synthetic mode only).
 FAIL_MARKER = "vidbrief-fail"
+#: What a synthetic download leaves in the job's folder, standing in for the video: the work
+#: folder's life cycle (deleted once the job's outcome is stored) is exercised by benchmarks too.
+SYNTHETIC_MEDIA = "media.synthetic"
+SYNTHETIC_MEDIA_BYTES = 64 * 1024
 
 
 def synthetic_output(step: str, ctx: JobContext) -> dict[str, Any]:
@@ -82,14 +105,23 @@ def synthetic_output(step: str, ctx: JobContext) -> dict[str, Any]:
 
 def run_step(step: str, ctx: JobContext, *earlier: Any) -> Any:
     """Run one step for one job: its kept output, else the real function (or a sleep)."""
-    kept = load_output(step, ctx)
-    return kept if kept is not None else compute_step(step, ctx, *earlier)
+    return execute(step, ctx, *earlier).output
+
+
+def execute(step: str, ctx: JobContext, *earlier: Any) -> Found:
+    """:func:`run_step`, saying whether the output was reused from the artefact store."""
+    found = find_kept(step, ctx, *earlier)
+    return found if found is not None else Found(compute_step(step, ctx, *earlier), False)
 
 
 def compute_step(step: str, ctx: JobContext, *earlier: Any) -> Any:
     """Run one step for one job and keep its output (the caller checked for a kept one)."""
-    output = _compute(step, ctx, *earlier)
-    save_output(step, ctx, output)
+    reuse.clear_step_folder(step, ctx)
+    try:
+        output = _compute(step, ctx, *reuse.local_inputs(step, ctx, earlier))
+    finally:
+        reuse.drop_fetched(step, ctx)
+    reuse.keep(step, ctx, output, *earlier)
     return output
 
 
@@ -97,6 +129,8 @@ def _compute(step: str, ctx: JobContext, *earlier: Any) -> Any:
     if ctx.settings.step_mode == "synthetic":
         _inject_failure(step, ctx)
         time.sleep(synthetic_duration(ctx.settings, ctx.job_id, step))
+        if step == DOWNLOAD_STEP:
+            (ctx.step_dir(step) / SYNTHETIC_MEDIA).write_bytes(bytes(SYNTHETIC_MEDIA_BYTES))
         return synthetic_output(step, ctx)
     return STEPS[step].function()(ctx, *earlier)
 
@@ -136,55 +170,12 @@ def _inject_failure(step: str, ctx: JobContext) -> None:
 # --- kept outputs -------------------------------------------------------------------------
 
 
-def _output_key(step: str, ctx: JobContext) -> dict[str, Any]:
-    return {
-        "job_id": ctx.job_id,
-        "step": step,
-        "version": STEPS[step].version,
-        "mode": ctx.settings.step_mode,
-    }
+def save_output(step: str, ctx: JobContext, output: Any, *earlier: Any) -> None:
+    """Keep a step's output as the step itself would (``earlier``: the earlier outputs)."""
+    reuse.keep(step, ctx, output, *earlier)
 
 
-def save_output(step: str, ctx: JobContext, output: Any) -> None:
-    """Keep a step's output next to its artefacts (written atomically: whole or absent)."""
-    if isinstance(output, BaseModel):
-        kind = f"{type(output).__module__}:{type(output).__qualname__}"
-        value = output.model_dump(mode="json")
-    else:
-        kind, value = "json", output
-    doc = {"key": _output_key(step, ctx), "type": kind, "value": value}
-    # Not fsynced: a kept output is a cache. After a power cut a torn or empty file fails to
-    # load, and the step runs again; an fsync per step would cost more than that rare rerun.
-    # The path, not ctx.step_dir: the write makes the folder, one mkdir instead of two.
-    artefacts.save_json(_output_path(step, ctx), doc, durable=False)
-
-
-def _output_path(step: str, ctx: JobContext) -> Path:
-    return ctx.workdir / step / OUTPUT_FILE
-
-
-def load_output(step: str, ctx: JobContext) -> Any | None:
-    """A kept output of this (job, step, version) whose files still exist, else None."""
-    try:
-        doc = artefacts.load_json(_output_path(step, ctx))
-    except Exception:  # missing, truncated or corrupt: compute the step again
-        return None
-    if doc.get("key") != _output_key(step, ctx) or _missing_files(doc.get("value")):
-        return None
-    kind, value = doc.get("type"), doc.get("value")
-    if kind == "json":
-        return value
-    module, _, name = str(kind).partition(":")
-    return getattr(importlib.import_module(module), name).model_validate(value)
-
-
-def _missing_files(value: Any) -> bool:
-    """True when an output names a local file (a ``*path`` field) that is gone."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            gone = isinstance(item, str) and key.endswith("path") and Path(item).is_absolute()
-            if (gone and not Path(item).exists()) or _missing_files(item):
-                return True
-    elif isinstance(value, list):
-        return any(_missing_files(item) for item in value)
-    return False
+def load_output(step: str, ctx: JobContext, *earlier: Any) -> Any | None:
+    """The kept output that would serve this step now, or None."""
+    found = find_kept(step, ctx, *earlier)
+    return None if found is None else found.output

@@ -1,6 +1,10 @@
 """The four steps in-process on one URL: no Redis, no Ray (``vidbrief run-local``).
 
-The same :func:`pipeline.chain.run_step` the bridge's tasks call, in order, in this process.
+The same steps the bridge's tasks run (:func:`pipeline.chain.execute`), in order, in this
+process, reusing kept outputs the same way: a video already analysed with these settings is
+only briefed and reported (:func:`pipeline.reuse.find_analysed`, the URL checked first), and
+``result.json`` says which steps were reused. The job's work folder is deleted at the end
+(``VIDBRIEF_WORK_RETENTION_SECONDS=0``; with more, it stays), and the artefact store evicted.
 Progress goes to a callback; without one, a rich progress bar on stderr shows it.
 
 Each step runs within its time limit (``VIDBRIEF_STEP_TIMEOUT_SECONDS``, as in the bridge): in a
@@ -12,10 +16,11 @@ exits with the error, which ends it (a download's child process follows its pare
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,9 +28,14 @@ from ingest.errors import StepTimeout
 from ingest.models import parse_request
 from ingest.names import REPORT_STEP, STEP_NAMES
 from ingest.settings import Settings
-from pipeline.chain import run_step
+from pipeline.chain import execute
 from pipeline.context import JobContext
+from pipeline.kept import KeptStore
 from pipeline.models import ReportFiles
+from pipeline.reuse import Found, find_analysed
+from pipeline.workdirs import remove_job_folders
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,31 +77,35 @@ def run_local(
     ctx = JobContext(
         job_id=str(request.job_id), request=request, settings=settings.model_copy(update=update)
     )
-    if on_progress is not None:
-        return _run_steps(ctx, on_progress)
-    with rich_progress() as show:
-        return _run_steps(ctx, show)
+    try:
+        if on_progress is not None:
+            return _run_steps(ctx, on_progress)
+        with rich_progress() as show:
+            return _run_steps(ctx, show)
+    finally:
+        _tidy(ctx)
 
 
 def _run_steps(ctx: JobContext, on_progress: ProgressCallback) -> ReportFiles:
     outputs: list[Any] = []
     timings: dict[str, float] = {}
+    reused: list[str] = []
+    kept = find_analysed(ctx) or {}
     total = len(STEP_NAMES)
     for index, step in enumerate(STEP_NAMES, start=1):
         on_progress(StepEvent(step, index, total, "started"))
         started = time.perf_counter()
-        # The report step also takes the timings so far (result.json records them).
-        extra = (timings,) if step == REPORT_STEP else ()
         try:
             limit_s = ctx.settings.step_timeout(step)
-            output = call_within(limit_s, step, run_step, step, ctx, *outputs, *extra)
+            found = call_within(limit_s, step, _step, step, ctx, kept, outputs, timings, reused)
         except Exception as e:
             seconds = time.perf_counter() - started
             on_progress(StepEvent(step, index, total, "failed", seconds, f"{e}"))
             raise
+        reused += [step] if found.reused else []
         timings[step] = round(time.perf_counter() - started, 3)
         on_progress(StepEvent(step, index, total, "completed", timings[step]))
-        outputs.append(output)
+        outputs.append(found.output)
     return outputs[-1]
 
 
@@ -114,6 +128,33 @@ def call_within(limit_s: float, step: str, fn: Callable[..., Any], *args: Any) -
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+def _step(
+    step: str,
+    ctx: JobContext,
+    kept: dict[str, Any],
+    outputs: list[Any],
+    timings: dict[str, float],
+    reused: list[str],
+) -> Found:
+    if step in kept:
+        return Found(kept[step], reused=True)
+    if step != REPORT_STEP:
+        return execute(step, ctx, *outputs)
+    # The report also takes the timings so far and the steps reused (result.json records them).
+    return execute(step, replace(ctx, reused_steps=tuple(reused)), *outputs, timings)
+
+
+def _tidy(ctx: JobContext) -> None:
+    """Delete the job's work folder (unless kept for debugging) and evict the store."""
+    settings = ctx.settings
+    if settings.work_retention_seconds == 0:
+        remove_job_folders(str(settings.work_dir), [ctx.job_id])
+    try:
+        KeptStore.of(settings).evict_as_configured(settings)
+    except Exception as e:  # a cache: never fail a finished run over it
+        log.warning("artefact store not evicted: %s", e)
 
 
 @contextlib.contextmanager

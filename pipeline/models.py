@@ -53,6 +53,8 @@ class Media(BaseModel):
     #: Platform subtitles that passed the quality gate; used instead of speech to text.
     subtitles: list[Segment] | None = None
     subtitles_language: str | None = None
+    #: The file's sha256: part of the key under which its analysis is kept (pipeline.keys).
+    sha256: str | None = None
 
 
 class Shot(BaseModel):

@@ -284,7 +284,7 @@ def build_result(
         ],
         "warnings": [w.model_dump() for w in result_warnings(analysis, brief)],
         "grounding": brief.grounding.model_dump(),
-        "reused_steps": [],
+        "reused_steps": list(ctx.reused_steps),
         "transcript": {
             "source": analysis.transcript_source,
             "language": analysis.language,

@@ -12,7 +12,8 @@ launcher's node listing in a thread.
 Around the loop: recovery at start (own pending entries, then XAUTOCLAIM of idle ones), a
 control reader (cancel requests), the node and health refreshes (fleet.py), keep-alive claims
 of the entries in flight, a heartbeat in ``vidbrief:bridges``, trimming the jobs stream of
-acknowledged entries (stream_trim.py), and Prometheus metrics.
+acknowledged entries (stream_trim.py), Prometheus metrics, and the clean-up of work folders and
+the artefact store (cleanup.py).
 
 ``Bridge`` is a plain class (Ray's ``util/queue.py`` habit) with its launcher and health
 monitor passed in: ``run.py`` makes it remote with the Ray ones; tests drive it directly with a
@@ -40,12 +41,14 @@ from ingest.redact import error_summary
 from ingest.settings import Settings
 from raybridge.admission import Admission, Admitted
 from raybridge.announce import Announcer
+from raybridge.cleanup import Cleaner
 from raybridge.finish import Finisher
 from raybridge.fleet import Fleet
 from raybridge.health import HealthMonitor
 from raybridge.job import JobRunner
 from raybridge.metrics import BridgeMetrics
 from raybridge.protocols import Launcher
+from raybridge.reuse import Reuse
 from raybridge.step_limits import CHECK_EVERY_S
 from raybridge.stream import READ_BLOCK_MS, Entry, JobStream
 from raybridge.stream_trim import JobsTrimmer
@@ -105,7 +108,11 @@ class Bridge:
         self.admission = Admission(
             settings, self.stream, self.window, finisher, self.metrics, self.source
         )
-        self.runner = JobRunner(settings, self.stream, self.fleet, launcher, finisher)
+        self.cleaner = Cleaner(settings, self.stream, self.window, launcher)
+        reuse = Reuse(settings, self.stream, launcher, self.source)
+        self.runner = JobRunner(
+            settings, self.stream, self.fleet, launcher, finisher, reuse, self.cleaner
+        )
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._background: list[asyncio.Task[None]] = []
         self._room = asyncio.Event()
@@ -175,6 +182,7 @@ class Bridge:
                 self._every(self.settings.heartbeat_seconds, self._trim_jobs),
                 self._every(CHECK_EVERY_S, self.runner.clock.check),
                 self._every(self._keep_alive_s(), self._keep_alive),
+                self.cleaner.run(self.fleet.alive_nodes),
             )
         ]
         await self._heartbeat()
@@ -186,7 +194,12 @@ class Bridge:
         self._stopping = True
         for slot in self.window:
             self.launcher.cancel(slot.refs.values())  # left pending: the next bridge runs it
-        tasks = [*self._jobs.values(), *self._background, *self.fleet.warming_tasks()]
+        tasks = [
+            *self._jobs.values(),
+            *self._background,
+            *self.fleet.warming_tasks(),
+            *self.cleaner.tasks(),
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,9 +1,11 @@
 """Storing a job's outcome: the job hash, its terminal event and the XACK in one script, then
 what follows it (announce.py: the webhook and the dataset row).
 
-The terminal event's data carries the step durations from the job hash and, for a completed
-job, the result (report and result files); its id is ``<job_id>/<status>``, the same if a
-restarted bridge stores the outcome again (then the script only acknowledges the entry).
+The terminal event's data carries the step durations from the job hash, the steps taken from
+kept outputs (``reused_steps``) and, for a completed job, the result (report and result files);
+its id is ``<job_id>/<status>``, the same if a restarted bridge stores the outcome again (then
+the script only acknowledges the entry). The job's work folders are deleted after this
+(cleanup.py, started by job.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from ingest.events import build_event
 from ingest.models import JobState, hash_fields, now
+from ingest.names import STEP_NAMES
 from raybridge.announce import Announcer
 from raybridge.metrics import BridgeMetrics
 from raybridge.outcome import Outcome
@@ -47,7 +50,8 @@ class Finisher:
         if not await self.stream.finish(job_id, stream_id, fields, event):
             return
         self.metrics.finished.labels(outcome=str(outcome.status)).inc()
-        self.metrics.observe_steps(seconds)
+        reused = set(reused_steps(state))  # their 0 s would skew the step durations
+        self.metrics.observe_steps({s: v for s, v in seconds.items() if s not in reused})
         if state is not None:
             stored = state.model_copy(update={"finished_at": t, "updated_at": t})
             await self.announcer.finished(stored, outcome, event)
@@ -59,6 +63,7 @@ def _data(outcome: Outcome, state: JobState | None, seconds: dict[str, float]) -
         "status": str(outcome.status),
         "step_seconds": seconds,
         "attempts": state.attempts if state else 0,
+        "reused_steps": reused_steps(state),
     }
     data.update(outcome.result or {})
     if outcome.error:
@@ -71,3 +76,10 @@ def step_seconds(state: JobState | None) -> dict[str, float]:
     if state is None:
         return {}
     return {step: round(t.seconds, 6) for step, t in state.steps.items() if t.seconds is not None}
+
+
+def reused_steps(state: JobState | None) -> list[str]:
+    """The steps served by kept outputs, in chain order (the job hash's ``reused`` marks)."""
+    if state is None:
+        return []
+    return [step for step in STEP_NAMES if step in state.steps and state.steps[step].reused]

@@ -115,6 +115,9 @@ class Fleet:
         if not any(self.analysers.values()):
             log.warning(NO_ANALYSER_HINT)
 
+    def alive_nodes(self) -> list[str]:
+        return [n.node_id for n in self.nodes if n.alive]
+
     def warming_tasks(self) -> list[asyncio.Task[None]]:
         return [t for tasks in self._warming.values() for t in tasks]
 

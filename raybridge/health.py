@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.settings import Settings
+from pipeline.workdirs import jobs_bytes
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +73,18 @@ class Figures:
     memory_available_bytes: int
     cpu_percent: float
     measured_at: float
+    #: Bytes the work folder holds on the node (videos and keyframes of jobs not yet cleaned).
+    work_bytes: int | None = None
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> Figures:
+        work = raw.get("work_bytes")
         return cls(
             disk_free_bytes=int(raw["disk_free_bytes"]),
             memory_available_bytes=int(raw["memory_available_bytes"]),
             cpu_percent=float(raw.get("cpu_percent", 0.0)),
             measured_at=float(raw.get("measured_at", time.time())),
+            work_bytes=None if work is None else int(work),
         )
 
 
@@ -159,11 +164,13 @@ def _mib(n: int) -> str:
 
 
 def measure(work_dir: str) -> dict[str, Any]:
-    """The node's figures: free disk under ``work_dir``, available memory, CPU use."""
+    """The node's figures: free disk under ``work_dir``, the bytes the work folder holds,
+    available memory, CPU use."""
     import psutil
 
     return {
         "disk_free_bytes": shutil.disk_usage(_existing(Path(work_dir))).free,
+        "work_bytes": jobs_bytes(work_dir),
         "memory_available_bytes": psutil.virtual_memory().available,
         "cpu_percent": psutil.cpu_percent(interval=CPU_SAMPLE_S),
         "measured_at": time.time(),

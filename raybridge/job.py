@@ -8,8 +8,12 @@
        ├── node lost or cancelled by Ray, moves left: download again elsewhere
        └── otherwise: the outcome (completed, failed, cancelled) ─▶ finish.py
 
-A cancel request (the bridge cancels the task) ends it as cancelled; a bridge that stops
-cancels it too, and then nothing is stored: the entry stays pending for the next bridge.
+Before a job's first attempt (and after a move), ``reuse.py`` looks for its video's kept
+analysis: when there is one, the chain starts with download and analysis done (no node, no
+download slot, no GPU queue). Once the outcome is stored, ``cleanup.py`` deletes the job's
+work folders. A cancel request (the bridge cancels the task) ends it as cancelled; a bridge
+that stops cancels it too, and then nothing is stored: the entry stays pending for the next
+bridge.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ from ingest.redact import error_summary
 from ingest.settings import Settings
 from pipeline.chain import CHAIN
 from pipeline.context import JobContext
+from raybridge.cleanup import Cleaner
 from raybridge.finish import Finisher
 from raybridge.fleet import Fleet
 from raybridge.outcome import Failure, FailureKind, Outcome
 from raybridge.protocols import Launcher
+from raybridge.reuse import Reuse
 from raybridge.step_limits import StepClock
 from raybridge.stream import JobStream
 from raybridge.window import Phase, Slot
@@ -57,6 +63,8 @@ class JobRunner:
     fleet: Fleet
     launcher: Launcher
     finisher: Finisher
+    reuse: Reuse
+    cleaner: Cleaner
     clock: StepClock = field(init=False)
 
     def __post_init__(self) -> None:
@@ -73,6 +81,10 @@ class JobRunner:
             log.warning("job %s: outcome not stored, entry stays pending: %s", slot.job_id, why)
         except Exception:
             log.exception("job %s: bridge error; entry stays pending", slot.job_id)
+        else:
+            self.cleaner.finished(slot.job_id, slot.refs.values())
+            return
+        self.cleaner.forget(slot.job_id)
 
     async def _outcome(self, slot: Slot, request: JobRequest, prefer: str | None) -> Outcome:
         try:
@@ -111,10 +123,13 @@ class JobRunner:
     async def _attempt(
         self, slot: Slot, request: JobRequest, done: dict[str, Any], prefer: str | None
     ) -> tuple[dict[str, Any], Failure | None]:
-        if DOWNLOAD_STEP not in done:
+        kept = await self.reuse.find(slot.job_id, request) if not done else {}
+        if isinstance(kept, Failure):
+            return {}, kept
+        if DOWNLOAD_STEP not in done and DOWNLOAD_STEP not in kept:
             self.fleet.leave_node(slot, Phase.WAITING)
-            await self.fleet.acquire_node(slot, prefer)
-        if ANALYSE_STEP not in done:
+            self.cleaner.touched(slot.job_id, await self.fleet.acquire_node(slot, prefer))
+        if ANALYSE_STEP not in done and ANALYSE_STEP not in kept:
             slot.analyser = self.fleet.analyser_for(slot.node_id)
             if slot.analyser is None:
                 return {}, Failure(
@@ -124,6 +139,9 @@ class JobRunner:
                     f"node {slot.node_id} has no analysis actor any more",
                 )
         slot.attempt = await self.stream.begin_attempt(slot.job_id)
+        if kept:
+            done = await self.reuse.launched(slot.job_id, slot.attempt, kept)
+            self.fleet.window.advance(slot.job_id, Phase.FINISHING)
         ctx = JobContext(slot.job_id, request, self.settings, slot.attempt)
         slot.launched_at = time.monotonic() if DOWNLOAD_STEP not in done else None
         slot.refs = self.launcher.launch(ctx, slot.node_id or "", slot.analyser, done)

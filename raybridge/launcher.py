@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import ray
@@ -46,6 +46,8 @@ ANALYSER_TASK_RETRIES = 1
 TASK_SYSTEM_RETRIES = 3
 #: Task name of the health probe (one name for all: see the module docstring).
 PROBE_TASK_NAME = "vidbrief:health"
+#: Task name of the small tasks on one node (work folder clean-ups).
+NODE_TASK_NAME = "vidbrief:node"
 
 
 class RayLauncher:
@@ -55,6 +57,8 @@ class RayLauncher:
         self.settings = settings
         self.progress = progress
         self._task = ray.remote(run_recorded)
+        self._on_node = ray.remote(_call)
+        self._node_tasks: dict[str, Any] = {}
         self._analyser_cls = ray.remote(Analyser)
         self._remotes: dict[tuple[str, str | None], Any] = {}
 
@@ -133,6 +137,22 @@ class RayLauncher:
         return remote
 
     @staticmethod
+    def put(value: Any) -> ray.ObjectRef:
+        return ray.put(value)
+
+    def on_node(self, node_id: str, fn: Callable[..., Any], *args: Any) -> ray.ObjectRef:
+        """``fn(*args)`` on the node, soft: a node that is gone has no disk left to clean."""
+        remote = self._node_tasks.get(node_id)
+        if remote is None:
+            remote = self._node_tasks[node_id] = self._on_node.options(
+                name=NODE_TASK_NAME,
+                num_cpus=0,  # never queued behind the node's downloads or analyses
+                max_retries=0,  # the next sweep tries again
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=True),
+            )
+        return remote.remote(fn, *args)
+
+    @staticmethod
     def cancel(refs: Iterable[ray.ObjectRef]) -> None:
         """Cancel the chain's tasks (force=False; queued actor calls are dropped)."""
         for ref in refs:
@@ -161,6 +181,10 @@ def _quietly(action: Any, *args: Any, **kwargs: Any) -> None:
         action(*args, **kwargs)
     except (ValueError, TypeError, rex.RayError) as e:  # finished meanwhile, or gone
         log.debug("%s: %s", getattr(action, "__name__", action), e)
+
+
+def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
 
 
 def ray_probe(settings: Settings) -> Probe:

@@ -7,7 +7,7 @@ the bridge's loop imports Ray.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from pipeline.context import JobContext
@@ -36,6 +36,14 @@ class Launcher(Protocol):
         self, ctx: JobContext, node_id: str, analyser: Any, done: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Submit the steps not in ``done``; return every step's ref, in chain order."""
+        ...
+
+    def put(self, value: Any) -> Any:
+        """A ref whose value is ``value`` (a kept output handed to a chain as done)."""
+        ...
+
+    def on_node(self, node_id: str, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+        """``fn(*args)`` on ``node_id`` if it is alive, else anywhere (clean-ups of its disk)."""
         ...
 
     def cancel(self, refs: Iterable[Any]) -> None:

@@ -7,10 +7,13 @@ when it left Ray's queue. So the wrapper, inside the worker, writes ``step:<name
 through a sync Redis client cached per worker process. That is the live progress users see and
 the XADD → step.started latency the benchmark measures.
 
-A step whose output is kept from an earlier run returns it without recording, so the hash keeps
-the timings of the run that did the work. Progress is best effort: a Redis hiccup is logged and
-the step goes on (the bridge stores the outcome, which is what counts). A record from an
-abandoned attempt (the hash's ``attempts`` moved on, or the job finished) is dropped.
+A step whose output is kept from an earlier attempt of the job returns it without recording,
+so the hash keeps the timings of the run that did the work. One reused from the artefact store
+(another job's analysis or brief) is recorded as ``step:<name>:reused`` with its start and end,
+and its ``step.completed`` event says ``reused`` — unless the hash shows the step done already.
+Progress is best effort: a Redis hiccup is logged and the step goes on (the bridge stores the
+outcome, which is what counts). A record from an abandoned attempt (the hash's ``attempts``
+moved on, or the job finished) is dropped.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from ingest.events import EventType, build_event
 from ingest.models import JobState, JobStatus, field_args, hash_fields, now, step_fields
 from ingest.names import EVENT_FIELD, RedisNames
 from ingest.redact import error_summary
-from pipeline.chain import CHAIN, compute_step, load_output
+from pipeline.chain import CHAIN, compute_step
 from pipeline.context import JobContext
+from pipeline.reuse import find_kept
 
 log = logging.getLogger(__name__)
 
@@ -92,53 +96,80 @@ class Progress:
 
     def step_seconds(self, ctx: JobContext) -> dict[str, float]:
         """How long each finished step of this job took, from the job hash (best effort)."""
+        return self.finished_steps(ctx)[0]
+
+    def finished_steps(self, ctx: JobContext) -> tuple[dict[str, float], tuple[str, ...]]:
+        """Each finished step's seconds, and the steps reused, from the job hash (best effort)."""
         try:
             fields = _client(self.redis_url).hgetall(RedisNames(self.prefix).job(ctx.job_id))
             steps = JobState.from_hash(ctx.job_id, fields).steps
         except (redis.RedisError, ValueError) as e:
             log.warning("job %s: step timings not read: %s", ctx.job_id, error_summary(e))
-            return {}
-        return {name: round(t.seconds, 3) for name, t in steps.items() if t.seconds is not None}
+            return {}, ()
+        seconds = {n: round(t.seconds, 3) for n, t in steps.items() if t.seconds is not None}
+        return seconds, tuple(s.name for s in CHAIN if s.name in steps and steps[s.name].reused)
 
     def record(self, ctx: JobContext, step: str, what: str, **data: object) -> None:
         """Write ``step:<step>:<what>`` (+ node) and its event, best effort."""
         node, t = current_node_id(), now()
         started = what == "started"
-        event_type = EventType.STEP_STARTED if started else EventType.STEP_COMPLETED
+        fact = "started" if started else "completed"
+        # The attempt tells the bridge's time limit which run of the step this start is.
+        fields = step_fields(step, **{what: t, "node": node, "attempt": ctx.attempt})
+        self._write(ctx, step, fact, fields, {"node": node, **data})
+
+    def reused(self, ctx: JobContext, step: str) -> None:
+        """Record a step served by a kept output, unless the hash has it done already."""
+        node, t = current_node_id(), now()
+        fields = step_fields(step, started=t, ended=t, node=node, reused="1")
+        guard = next(iter(step_fields(step, ended=t)))
+        self._write(ctx, step, "completed", fields, {"node": node, "reused": True}, guard)
+
+    def _write(
+        self,
+        ctx: JobContext,
+        step: str,
+        fact: str,
+        fields: dict[str, str],
+        data: dict[str, object],
+        unless: str = "",
+    ) -> None:
+        event_type = EventType.STEP_STARTED if fact == "started" else EventType.STEP_COMPLETED
         event = build_event(
             event_type,
             ctx.job_id,
             self.source,
-            f"{ctx.attempt}/{step}/{'started' if started else 'completed'}",
-            {"step": step, "attempt": ctx.attempt, "node": node, **data},
+            f"{ctx.attempt}/{step}/{fact}",
+            {"step": step, "attempt": ctx.attempt, **data},
         )
         names = RedisNames(self.prefix)
-        # The attempt tells the bridge's time limit which run of the step this start is.
-        timing = {what: t, "node": node, "attempt": ctx.attempt}
-        fields = {**step_fields(step, **timing), **hash_fields(updated_at=t)}
+        fields = {**fields, **hash_fields(updated_at=now())}
         args = [
             ctx.attempt,
             JobStatus.RUNNING.value,
             self.events_maxlen,
             EVENT_FIELD,
             event,
+            unless,
             *field_args(fields),
         ]
         try:
             _record_script(self.redis_url)(keys=[names.job(ctx.job_id), names.events], args=args)
         except redis.RedisError as e:
             why = error_summary(e)
-            log.warning("job %s: could not record %s %s: %s", ctx.job_id, step, what, why)
+            log.warning("job %s: could not record %s %s: %s", ctx.job_id, step, fact, why)
 
 
 # Records one step event only if it belongs to the job's current attempt and the job is not
 # finished: a task of an abandoned attempt (a lost node, a killed bridge, a cancel) that ends
 # late must not overwrite the hash. KEYS: job hash, events stream. ARGV: attempt, the running
-# status, events maxlen, event field, event JSON, then hash field/value pairs.
+# status, events maxlen, event field, event JSON, a field whose presence stops the record ("":
+# none), then hash field/value pairs.
 _RECORD_LUA = """
 if redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[1], 'status') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+if ARGV[6] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[6]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', ARGV[4], ARGV[5])
 return 1
 """
@@ -154,17 +185,24 @@ def _record_script(url: SecretStr) -> Any:
 
 def run_recorded(progress: Progress, step: str, ctx: JobContext, *earlier: Any) -> Any:
     """Run one step (its kept output, else ``pipeline.chain.compute_step``), recording it."""
-    kept = load_output(step, ctx)
-    if kept is not None:
-        return kept
-    progress.record(ctx, step, "started")
-    if step == LAST_STEP:
-        ctx = replace(ctx, step_seconds=progress.step_seconds(ctx))
-    started = time.monotonic()
     try:
-        output = compute_step(step, ctx, *earlier)
+        return _run_recorded(progress, step, ctx, *earlier)
     except StepError as e:
         e.step = e.step or step  # the bridge reports which step failed
         raise
+
+
+def _run_recorded(progress: Progress, step: str, ctx: JobContext, *earlier: Any) -> Any:
+    found = find_kept(step, ctx, *earlier)
+    if found is not None:
+        if found.reused:
+            progress.reused(ctx, step)
+        return found.output
+    progress.record(ctx, step, "started")
+    if step == LAST_STEP:
+        seconds, reused = progress.finished_steps(ctx)
+        ctx = replace(ctx, step_seconds=seconds, reused_steps=reused)
+    started = time.monotonic()
+    output = compute_step(step, ctx, *earlier)
     progress.record(ctx, step, "ended", seconds=round(time.monotonic() - started, 6))
     return output

@@ -51,6 +51,7 @@ class FakeLauncher:
         self.started: list[str] = []
         self.stopped: list[Any] = []
         self.aborted: list[str] = []
+        self.node_calls: list[tuple[str, str, tuple[Any, ...]]] = []
 
     def nodes(self) -> list[NodeView]:
         return list(self.node_views)
@@ -89,6 +90,17 @@ class FakeLauncher:
         if step == "brief" and ctx.attempt <= self.fail.get(ctx.job_id, 0):
             raise StepError(f"flaky brief, attempt {ctx.attempt}", step=step, retryable=True)
         return {"step": step, "job_id": ctx.job_id}
+
+    @staticmethod
+    def put(value: Any) -> asyncio.Future[Any]:
+        ref: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        ref.set_result(value)
+        return ref
+
+    def on_node(self, node_id: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Every fake node shares this machine's disk: run ``fn`` here, in a thread."""
+        self.node_calls.append((node_id, fn.__name__, args))
+        return asyncio.ensure_future(asyncio.to_thread(fn, *args))
 
     @staticmethod
     def cancel(refs: Iterable[Any]) -> None:

@@ -62,7 +62,7 @@ DUMMY_ENV = {
 }
 #: Settings other helpers are adding (the work-folder lifecycle); Settings ignores an
 #: unknown VIDBRIEF_ variable, so compose.yaml may pass it before it lands.
-PENDING_SETTINGS = frozenset({"VIDBRIEF_WORK_RETENTION_SECONDS"})
+PENDING_SETTINGS: frozenset[str] = frozenset()
 #: The image's vidbrief user (Dockerfile) and the redis image's redis user.
 APP_UID, REDIS_UID = "10001", "999"
 SECRETS_DIR = "/run/secrets"

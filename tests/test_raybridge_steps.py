@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from collections.abc import Callable, Iterator
 
@@ -11,7 +12,7 @@ import redis
 from helpers import events
 
 from ingest.events import EventType
-from ingest.models import JobRequest, JobStatus, hash_fields
+from ingest.models import JobRequest, JobState, JobStatus, hash_fields
 from ingest.names import RedisNames
 from ingest.redis_server import RedisServer
 from ingest.settings import Settings
@@ -63,8 +64,9 @@ def test_each_step_recorded_before_it_returns(
     names: RedisNames,
 ) -> None:
     ctx = job(1)
+    outputs: list[object] = []
     for spec in CHAIN:
-        run_recorded(progress, spec.name, ctx)
+        outputs.append(run_recorded(progress, spec.name, ctx, *outputs))
         fields = redis_client.hgetall(names.job(ctx.job_id))
         assert {"started", "ended", "node"} <= {
             k.rsplit(":", 1)[1] for k in fields if k.startswith(f"step:{spec.name}:")
@@ -73,7 +75,9 @@ def test_each_step_recorded_before_it_returns(
     expected = [(t, s.name) for s in CHAIN for t in STEP_EVENTS]
     assert step_events(redis_client, names) == expected
     run_chain(progress, ctx)  # kept outputs: returned without recording again
-    assert step_events(redis_client, names) == expected
+    report = CHAIN[-1].name  # never kept: it runs (and is recorded) again
+    again = [(t, report) for t in STEP_EVENTS]
+    assert step_events(redis_client, names) == expected + again
 
 
 def test_abandoned_attempt_not_recorded(
@@ -86,6 +90,32 @@ def test_abandoned_attempt_not_recorded(
     assert run_chain(progress, ctx)[0] == {"synthetic": True, "step": "download", "job_id": "job-1"}
     assert not [k for k in redis_client.hgetall(names.job(ctx.job_id)) if k.startswith("step:")]
     assert step_events(redis_client, names) == []
+
+
+def test_steps_served_from_the_artefact_store_are_recorded_as_reused(
+    progress: Progress,
+    job: Callable[[int], JobContext],
+    redis_client: redis.Redis,
+    names: RedisNames,
+) -> None:
+    first = job(1)
+    run_chain(progress, first)  # job-1 analyses and briefs the video
+    redis_client.hset(names.job("job-2"), mapping=hash_fields(status="running", attempts=1))
+    second = dataclasses.replace(first, job_id="job-2")  # the same request, another job
+    report = run_chain(progress, second)[-1]
+
+    state = JobState.from_hash("job-2", redis_client.hgetall(names.job("job-2")))
+    assert {s for s, t in state.steps.items() if t.reused} == {"analyse", "brief"}
+    assert set(state.steps) == {s.name for s in CHAIN}  # download and report ran
+    reused = [
+        e.data["step"]
+        for e in events(redis_client, names)
+        if e.job_id == "job-2" and e.type == EventType.STEP_COMPLETED and e.data.get("reused")
+    ]
+    assert reused == ["analyse", "brief"]
+    assert report == {"synthetic": True, "step": "report", "job_id": "job-2"}
+    seconds, steps_reused = progress.finished_steps(second)
+    assert steps_reused == ("analyse", "brief") and set(seconds) == {s.name for s in CHAIN}
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,9 @@ LAYERS = {
 #: Packages whose modules stay small enough to read in one sitting.
 SMALL_MODULE_PACKAGES = ("ingest", "raybridge", "webhooks")
 MAX_MODULE_LINES = 400
+#: Modules that are one noun however long: the settings model is one field (with its
+#: description, which the README's table is generated from) per setting.
+ONE_NOUN = {"ingest.settings": 600}
 #: Exceptions that must be a library's type only (see the tree in ingest/errors.py).
 LIBRARY_TYPED = {
     "pipeline.fetch.RefusedRequest",
@@ -102,7 +105,8 @@ def test_modules_of_the_service_packages_stay_small() -> None:
         for name, path in modules().items()
         if name.startswith(SMALL_MODULE_PACKAGES)
     }
-    assert {n: s for n, s in sizes.items() if s > MAX_MODULE_LINES} == {}
+    too_long = {n: s for n, s in sizes.items() if s > ONE_NOUN.get(n, MAX_MODULE_LINES)}
+    assert too_long == {}
 
 
 def test_every_error_the_project_defines_is_in_the_one_tree() -> None:

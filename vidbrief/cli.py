@@ -118,6 +118,42 @@ def _wait_and_show(client, job_id: str, since: str | None, timeout: float | None
 
 
 @app.command()
+def rebrief(
+    job_id: Annotated[str, typer.Argument(help="The earlier job whose video is briefed again.")],
+    instructions: Annotated[
+        str | None, typer.Option(help="What the new brief should focus on (default: as before).")
+    ] = None,
+    language: Annotated[
+        str | None, typer.Option(help="Language of the new brief (default: as before).")
+    ] = None,
+    new_job_id: Annotated[
+        str | None, typer.Option("--job-id", help="Id of the new job (generated if absent).")
+    ] = None,
+) -> None:
+    """Brief an analysed video again: a new job that reuses the kept analysis (brief, report)."""
+    from ingest.rebrief import reanalysed_because, rebrief_request
+
+    client = producer()
+    earlier = client.status(job_id)
+    if earlier is None:
+        fail(f"no job {job_id} (expired?); submit its URL again with `vidbrief submit`", code=1)
+    request = rebrief_request(
+        earlier,
+        instructions=instructions,
+        language=language,
+        job_id=new_job_id,
+        producer="vidbrief-cli",
+    )
+    why = reanalysed_because(earlier, request)
+    result = client.submit(request)
+    print(result.job_id)
+    if not result.created:
+        err.print(f"job {result.job_id} exists already ({result.status}); not enqueued again")
+    elif why:
+        err.print(f"note: {why}", highlight=False)
+
+
+@app.command()
 def status(
     job_id: Annotated[str | None, typer.Argument(help="The job (omit with --cluster).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,

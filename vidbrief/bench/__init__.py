@@ -3,6 +3,7 @@
     vidbrief bench schedule [--quick] [--json]   flow-shop efficiency: ours vs the seed design
     vidbrief bench bridge   [--quick] [--json]   jobs/s vs raw Ray and rq; XADD → start latency
     vidbrief bench media    [--quick] [--json]   speech WER, language, CPU/min, RSS vs length
+    vidbrief bench rebrief  [--minutes M] [--json] a video briefed again: job 2 ÷ job 1, reused
     vidbrief bench show FILE [--markdown]       a saved --json document as tables again
 
 Importing this module loads only typer (no Ray, no matplotlib): the commands import their
@@ -194,6 +195,26 @@ def media(
         quick=quick, cases=tuple(case or ()), lengths_min=lengths, threads=threads
     )
     _emit({**run_media(options), "quick": quick}, as_json, as_markdown)
+
+
+@bench_app.command()
+def rebrief(
+    minutes: Annotated[
+        float, typer.Option(min=0.1, help="Length of the generated talk (10; quick 1).")
+    ] = 10.0,
+    quick: Annotated[bool, typer.Option(help="A 1 minute talk.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    as_markdown: Annotated[bool, typer.Option("--markdown", help=MARKDOWN_HELP)] = False,
+    threads: Annotated[int, typer.Option(min=0, help="CPU threads (0: all cores).")] = 0,
+) -> None:
+    """A talk briefed twice through the bridge, the second time with other instructions."""
+    _logging()
+    from vidbrief.bench.provenance import provenance, snapshot
+    from vidbrief.bench.rebrief import RebriefOptions, run_rebrief
+
+    before = snapshot()
+    doc = run_rebrief(RebriefOptions(minutes=1.0 if quick else minutes, threads=threads))
+    _emit({**doc, "quick": quick, "provenance": provenance(before)}, as_json, as_markdown)
 
 
 @bench_app.command()

@@ -140,6 +140,10 @@ def _run_local(url: str, settings: Settings) -> dict[str, float]:
         if event.status == "completed" and event.seconds is not None:
             seconds[event.step] = round(event.seconds, 3)
 
+    # A store of its own: the bridge's run must not reuse this run's analysis.
+    settings = settings.model_copy(
+        update={"artefacts_url": str(Path(settings.reports_url).parent / "artefacts-local")}
+    )
     run_local(url, Path(settings.reports_url), settings, on_progress, job_id="bench-local")
     return seconds
 
@@ -150,7 +154,8 @@ def _bridge(url: str, settings: Settings, root: Path) -> dict[str, float]:
     from raybridge.run import connect_ray, disconnect_ray, start_bridge
 
     server = start_redis_server(root / "redis", appendonly=False, daemonize=False)
-    settings = settings.model_copy(update={"redis_url": None})
+    artefacts = str(root / "artefacts-bridge")  # not run-local's: it must analyse again
+    settings = settings.model_copy(update={"redis_url": None, "artefacts_url": artefacts})
     started_ray = connect_ray(settings)
     try:
         handle = start_bridge(settings, server.url)

@@ -111,6 +111,8 @@ def tables(doc: dict[str, Any]) -> list[Table]:
         return steps_tables(doc)
     if doc["bench"] == "media":
         return media_tables(doc)
+    if doc["bench"] == "rebrief":
+        return rebrief_tables(doc)
     main = schedule_table(doc) if doc["bench"] == "schedule" else bridge_table(doc)
     found = [main, targets_table(doc["targets"])]
     if "provenance" in doc:
@@ -186,3 +188,26 @@ def media_tables(doc: dict[str, Any]) -> list[Table]:
     for row in length_rows(doc):
         lengths.add_row(*row)
     return [cases, lengths]
+
+
+def rebrief_tables(doc: dict[str, Any]) -> list[Table]:
+    """``bench rebrief``: each job's seconds and steps, then job 2 ÷ job 1 against the target."""
+    from ingest.names import STEP_NAMES
+    from vidbrief.bench.rebrief import rebrief_rows
+
+    jobs = Table(title=f"a {doc['minutes']:g} min talk briefed twice through the bridge — seconds")
+    jobs.add_column("job")
+    for header in ("total", *STEP_NAMES):
+        jobs.add_column(header, justify="right")
+    jobs.add_column("reused")
+    for row in rebrief_rows(doc):
+        jobs.add_row(*row)
+    figure = Table(title="re-brief")
+    figure.add_column("measure")
+    figure.add_column("value", justify="right")
+    figure.add_row("job 2 ÷ job 1", f"{doc['ratio']:.3f} (target ≤ {doc['target_ratio']:.2f})")
+    figure.add_row("met", "yes" if doc["met"] else "NO")
+    found = [jobs, figure]
+    if "provenance" in doc:
+        found.append(provenance_table(doc["provenance"]))
+    return found
