@@ -5,7 +5,8 @@ The new request is the earlier job's URL with the new instructions and language 
 from the earlier job when not given) under a new job id; nothing else of it is copied (its
 webhook is the earlier producer's). The bridge then finds the kept analysis of that video and
 runs only brief and report (raybridge/reuse.py). Another ``language`` is also another hint for
-the spoken language, so that job is analysed again: :func:`reanalysed_because` says why.
+the spoken language: the analysis is reused when the speech was detected surely in a language
+(any hint would have been overruled), else analysed again.
 """
 
 from __future__ import annotations
@@ -42,13 +43,7 @@ def rebrief_request(
 
 
 def reanalysed_because(earlier: JobState, request: JobRequest) -> str | None:
-    """Why the re-brief will not reuse the earlier analysis, when that is already known."""
-    before = (earlier.request or {}).get("language")
-    if (before or "").lower() != (request.language or "").lower():
-        return (
-            f"the language differs from job {earlier.job_id}'s ({before or 'detected'}): it is "
-            "also the hint for the spoken language, so the video is analysed again"
-        )
+    """Why the re-brief may not reuse the earlier analysis, when that is already known."""
     if not earlier.status.finished:
         return f"job {earlier.job_id} is {earlier.status}: its analysis may not be kept yet"
     return None

@@ -14,8 +14,10 @@ load compares them (a digest collision, or a hand-edited store, is a miss, not a
 
 A request under a reused job_id with another URL has another download key, so nothing of the
 earlier request is reused. The job's ``language`` is both the brief's language and the hint
-for the spoken language (and the platform subtitles): a job in another language is analysed
-again, one with other instructions only is briefed from the kept analysis.
+for the spoken language (and the platform subtitles), so it is part of the analysis's key; an
+analysis is also kept under its *source* key (the URL and the models, no language), which a job
+in another language may reuse when the language could not have changed the transcript (see
+:func:`pipeline.reuse.serves_language`).
 """
 
 from __future__ import annotations
@@ -118,6 +120,19 @@ def analysis_key(request: JobRequest, settings: Settings, media: Any) -> StepKey
         "asr_word_timestamps": settings.asr_word_timestamps,
         "frame_sample_fps": settings.frame_sample_fps,
         "language": _language(request),
+    }
+    return StepKey(ANALYSE_STEP, fields)
+
+
+def analysis_source_key(request: JobRequest, settings: Settings) -> StepKey:
+    """The latest analysis of this URL with these models, whatever the job's language."""
+    fields = {
+        **_base(ANALYSE_STEP, settings),
+        "source": normalise_url(request.url),
+        "asr_model": asr_model_id(settings),
+        "asr_backend": settings.asr_backend,
+        "asr_word_timestamps": settings.asr_word_timestamps,
+        "frame_sample_fps": settings.frame_sample_fps,
     }
     return StepKey(ANALYSE_STEP, fields)
 

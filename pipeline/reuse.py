@@ -14,7 +14,9 @@ files of another request (a job_id used again with another URL) are never picked
 
 :func:`find_analysed` is the look-up before a job starts (the bridge at launch, ``run-local``):
 the source record of the job's URL, then the analysis of that media with the job's analysis
-settings. When both are kept (and the URL still passes), the job runs only brief and report.
+settings; failing that, the latest analysis of the URL with these models in another language,
+when that language could not have changed its transcript (:func:`serves_language`). When one
+is kept (and the URL still passes), the job runs only brief and report.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from pipeline import artefacts, storage
 from pipeline.context import JobContext
 from pipeline.kept import KeptStore, decode, encode
 from pipeline.keyframes import keyframe_file
-from pipeline.keys import StepKey, analysis_key, brief_key, download_key
-from pipeline.models import Analysis
+from pipeline.keys import StepKey, analysis_key, analysis_source_key, brief_key, download_key
+from pipeline.languages import LANGUAGE_OVERRIDE_PROBABILITY, primary
+from pipeline.models import Analysis, Media
 
 log = logging.getLogger(__name__)
 
@@ -111,19 +114,48 @@ def find_analysed(ctx: JobContext) -> dict[str, Any] | None:
     The URL is checked before anything is returned: a refusal raises PermanentStepError; a
     name that does not resolve just now returns None (the download will say so itself).
     """
-    store = KeptStore.of(ctx.settings)
-    media = store.load(download_key(ctx.request, ctx.settings))
-    if media is None:
-        return None
-    analysis = store.load(analysis_key(ctx.request, ctx.settings, media))
-    if analysis is None:
+    found = _exact_analysis(ctx) or _analysis_in_another_language(ctx)
+    if found is None:
         return None
     try:
         check_source(ctx.request.url, ctx.settings)
     except RetryableStepError as e:
         log.info("job %s: kept analysis not used: %s", ctx.job_id, e)
         return None
-    return {DOWNLOAD_STEP: media, ANALYSE_STEP: analysis}
+    return found
+
+
+def _exact_analysis(ctx: JobContext) -> dict[str, Any] | None:
+    store = KeptStore.of(ctx.settings)
+    media = store.load(download_key(ctx.request, ctx.settings))
+    if media is None:
+        return None
+    analysis = store.load(analysis_key(ctx.request, ctx.settings, media))
+    return None if analysis is None else {DOWNLOAD_STEP: media, ANALYSE_STEP: analysis}
+
+
+def _analysis_in_another_language(ctx: JobContext) -> dict[str, Any] | None:
+    store = KeptStore.of(ctx.settings)
+    record = store.load(analysis_source_key(ctx.request, ctx.settings))
+    if not isinstance(record, dict) or not isinstance(record.get("key"), dict):
+        return None
+    analysis = store.load(StepKey(ANALYSE_STEP, record["key"]))
+    if not isinstance(analysis, Analysis) or not serves_language(analysis, ctx.request.language):
+        return None
+    return {DOWNLOAD_STEP: Media.model_validate(record["media"]), ANALYSE_STEP: analysis}
+
+
+def serves_language(analysis: Analysis, language: str | None) -> bool:
+    """Whether analysing again with ``language`` as the spoken-language hint would give this
+    transcript: its language is that one, or it was detected so surely that any hint would
+    have been overruled (speech to text overrides a hint at LANGUAGE_OVERRIDE_PROBABILITY)."""
+    if not analysis.transcript:
+        return analysis.transcript_source == "none"  # no audio: the hint changes nothing
+    if language is not None and primary(language) == primary(analysis.language):
+        return True
+    speech = analysis.transcript_source != "subtitles"  # subtitles are chosen by language
+    sure = (analysis.language_probability or 0.0) >= LANGUAGE_OVERRIDE_PROBABILITY
+    return speech and sure
 
 
 # --- keeping ----------------------------------------------------------------------------------
@@ -140,7 +172,10 @@ def keep(step: str, ctx: JobContext, output: Any, *earlier: Any) -> None:
         store.save(key, output)  # the source record: found by the URL, read on any node
     elif step == ANALYSE_STEP and isinstance(output, Analysis):
         stored, files = portable(output, ctx.workdir)
-        store.save(key, stored, files)
+        if store.save(key, stored, files) and isinstance(earlier[0], Media):
+            # Found by URL too, for a job in another language (_analysis_in_another_language).
+            record = {"key": dict(key.fields), "media": earlier[0].model_dump(mode="json")}
+            store.save(analysis_source_key(ctx.request, ctx.settings), record)
     else:
         store.save(key, output)
 

@@ -42,7 +42,11 @@ from ingest.errors import PermanentStepError, VidbriefError
 from ingest.names import ANALYSE_STEP
 from ingest.settings import Settings
 from pipeline import asr_models
-from pipeline.languages import whisper_code
+from pipeline.languages import (
+    LANGUAGE_DOUBT_PROBABILITY,
+    LANGUAGE_OVERRIDE_PROBABILITY,
+    whisper_code,
+)
 from pipeline.models import Notice, Segment, Word
 
 __all__ = [
@@ -70,8 +74,6 @@ SILENT_WINDOW_PEAK = 1e-3  # a window whose loudest sample is below this holds n
 MAX_NEW_TOKENS = 224  # Whisper's own sample length for a 30 s window
 TRANSFORMERS_BATCH_WINDOWS = {"cuda": 16, "cpu": 4}
 BEAM_SIZE = 5
-#: Detection this sure of another language overrides the job's ``language``.
-LANGUAGE_OVERRIDE_PROBABILITY = 0.75
 #: A segment is doubtful under this average token log-probability or over this no-speech
 #: probability. Whisper's own fallback threshold (-1.0) is far too lax to warn a reader:
 #: measured with Whisper base on espeak-ng speech (``bench media``), clean English averages
@@ -284,7 +286,22 @@ def decide_language(
                 )
             )
         return LanguageChoice(detected, round(float(probability), 3), True, notices)
-    return LanguageChoice(choice.code, None, True, choice.notices)
+    # The job's language stands. Detection agreeing with it is kept as its probability (the
+    # report shows it, and a re-brief in another language may reuse this analysis).
+    if detected == choice.code:
+        return LanguageChoice(choice.code, round(float(probability), 3), True, choice.notices)
+    notices = list(choice.notices)
+    if probability >= LANGUAGE_DOUBT_PROBABILITY:  # more likely than every other together
+        notices.append(
+            Notice(
+                code="language_uncertain",
+                message=f"The speech sounds like {detected!r} (probability {probability:.2f}), "
+                f"but the job gives the language as {hint!r}: it was transcribed as "
+                f"{choice.code!r}. If the transcript reads wrong, submit the video again "
+                "without a language (it is then detected).",
+            )
+        )
+    return LanguageChoice(choice.code, None, True, notices)
 
 
 # --------------------------------------------------------------------------- confidence

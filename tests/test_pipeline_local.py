@@ -89,6 +89,14 @@ def test_a_rebrief_reuses_the_analysis_and_another_speech_model_does_not(
     assert redone["transcript"]["model"] != first["transcript"]["model"]
     assert "revenue" in spoken(redone)
 
+    # A brief in German of this English talk. espeak's English is detected as English only
+    # with p ≈ 0.64, under the 0.75 that would overrule a hint: the job's "de" could change
+    # the transcript, so the video is analysed again — and the report says the speech sounds
+    # English.
+    german = result_of(other_model, videos[0], "base-de", language="de")
+    assert german["reused_steps"] == []
+    assert "language_uncertain" in [w["code"] for w in german["warnings"]]
+
 
 LIMIT_S = 2.0
 SLACK_S = 2.0

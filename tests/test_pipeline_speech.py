@@ -64,9 +64,13 @@ def test_the_jobs_language_stands_unless_detection_is_sure_of_another():
     hinted = start_language("de-AT", supported, multilingual=True)
     assert (hinted.code, hinted.fixed) == ("de", False)
     agreed = decide_language(hinted, "de-AT", "de", 0.99)
-    assert (agreed.code, agreed.probability, agreed.notices) == ("de", None, [])
-    unsure = decide_language(hinted, "de-AT", "fr", 0.6)
-    assert unsure.code == "de" and unsure.notices == []
+    # Detection agreeing with the job is kept as its probability (the report shows it).
+    assert (agreed.code, agreed.probability, agreed.notices) == ("de", 0.99, [])
+    unsure = decide_language(hinted, "de-AT", "fr", 0.6)  # kept, but the report says so
+    assert (unsure.code, unsure.probability) == ("de", None)
+    assert [n.code for n in unsure.notices] == ["language_uncertain"]
+    doubtful = decide_language(hinted, "de-AT", "fr", 0.3)  # a guess: the job's language
+    assert (doubtful.code, doubtful.notices) == ("de", [])
     overruled = decide_language(hinted, "de-AT", "fr", 0.97)
     assert overruled.code == "fr" and overruled.probability == 0.97
     assert [n.code for n in overruled.notices] == ["language_mismatch"]
