@@ -36,7 +36,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, StepError
 from ingest.settings import Settings
 from pipeline import artefacts, models, storage
 from pipeline.keys import StepKey
@@ -138,7 +138,7 @@ class KeptStore:
                 self._write(f"{entry}/{_plain(name)}", Path(path).read_bytes())
             # Its own time is its first use (eviction): no `used` file until it is reused.
             self._write(f"{entry}/{OUTPUT_FILE}", to_bytes(encode(key, output)))
-        except (OSError, ConfigError, ValueError) as e:
+        except (OSError, ConfigError, StepError, ValueError) as e:
             log.warning("kept %s output %s not stored: %s", key.step, key.digest, e)
             return False
         return True
@@ -151,7 +151,7 @@ class KeptStore:
         """Record a use of the entry now (eviction goes by it)."""
         try:
             self._write(f"{_entry(key)}/{USED_FILE}", b"")
-        except (OSError, ConfigError) as e:
+        except (OSError, ConfigError, StepError) as e:
             log.warning("kept %s output %s: use not recorded: %s", key.step, key.digest, e)
 
     # -- eviction ---------------------------------------------------------------------------
@@ -208,7 +208,7 @@ class KeptStore:
             return storage.read_bytes(url, self.storage_options)
         except FileNotFoundError:
             return None
-        except (OSError, ConfigError) as e:  # the store unreachable: a miss, said once here
+        except (OSError, ConfigError, StepError) as e:  # unreachable: a miss, said once here
             log.warning("artefact store: %s not read: %s", relpath, e)
             return None
 

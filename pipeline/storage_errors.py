@@ -32,10 +32,15 @@ _TRANSIENT_WORDS = ("Timeout", "Connection", "Connect", "Throttl")
 def storage_errors(
     action: str, url: str, options: Mapping[str, Any] | None = None
 ) -> Iterator[None]:
-    """Turn any error of the block into :func:`describe`'s StepError (ours pass unchanged)."""
+    """Turn any error of the block into :func:`describe`'s StepError (ours pass unchanged, and
+    so does FileNotFoundError of a read: a missing object is an answer callers act on)."""
     try:
         yield
     except (StepError, ConfigError):
+        raise
+    except FileNotFoundError as e:
+        if action != "reading":
+            raise describe(e, action, url, options) from None
         raise
     except Exception as e:
         raise describe(e, action, url, options) from None
