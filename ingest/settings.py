@@ -14,6 +14,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import Field, SecretStr, field_validator
@@ -39,6 +40,8 @@ __all__ = ["STEP_NAMES", "Settings", "get_settings"]
 #: Where Docker, Compose and (by convention) Kubernetes put secret files.
 DEFAULT_SECRETS_DIR = Path("/run/secrets")
 SECRETS_DIR_VARIABLE = "VIDBRIEF_SECRETS_DIR"
+#: The URL schemes redis-py connects with.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 def _state_dir() -> Path:
@@ -280,6 +283,20 @@ class Settings(BaseSettings):
             if folder is not None and folder.is_dir():  # a missing one fails validation
                 file_secret_settings = SecretsSettingsSource(settings_cls, secrets_dir=folder)
         return init_settings, env_settings, dotenv_settings, file_secret_settings
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked here, not at the first connect: a typo must not surface as a traceback from
+        # deep inside redis-py, and the message must not quote the URL (it holds a password).
+        if value is not None and not value.get_secret_value():
+            return None  # set but empty (a Compose `VIDBRIEF_REDIS_URL:` line): the embedded one
+        if value is not None and urlsplit(value.get_secret_value()).scheme not in REDIS_SCHEMES:
+            raise ValueError(
+                "must be a redis://, rediss:// (TLS) or unix:// URL, "
+                "e.g. redis://:PASSWORD@host:6379/0"
+            )
+        return value
 
     @field_validator("secrets_dir")
     @classmethod

@@ -314,6 +314,7 @@ class Bridge:
             "last_read_at": self._last_read_at,
             "started_at": self._started_at,
             "updated_at": now(),
+            "heartbeat_seconds": self.settings.heartbeat_seconds,  # its age is judged by it
             "draining": self._draining,
             **self.fleet.stats(),
         }
