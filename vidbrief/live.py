@@ -23,9 +23,9 @@ from vidbrief.terminal import clean
 
 RECENT_EVENTS = 50  # what the non-follow view (and the start of follow) shows at most
 SUMMARY_CHARS = 120
-# (name, width of the follow view's column; 0: the rest of the line). 12 + 16 + 17 + 3 spaces
-# leave 32 characters of details on an 80-column terminal.
-COLUMNS = (("time", 12), ("job", 16), ("event", 17), ("details", 0))
+# (name, width of the follow view's column; 0: the rest of the line). 12 + 16 + 18 + 4 spaces
+# leave 30 characters of details on an 80-column terminal.
+COLUMNS = (("time", 12), ("job", 16), ("event", 18), ("details", 0))
 #: Characters of a node id shown when its host is not known.
 NODE_ID_CHARS = 8
 _SHOWN_ELSEWHERE = frozenset({"step", "node"})
