@@ -126,6 +126,12 @@ class Settings(BaseSettings):
     )
     node_refresh_seconds: float = Field(2.0, gt=0, description="How often the bridge reads nodes.")
     heartbeat_seconds: float = Field(2.0, gt=0, description="How often the bridge heartbeat beats.")
+    health_probe_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="A node that has not answered the bridge's health probe for this long gets "
+        "no new download (a killed raylet, a lost network); probes go out twice as often.",
+    )
     # Node health (raybridge/health.py): no new downloads on a node short of disk or memory.
     min_free_disk_mb: float = Field(
         1024,

@@ -161,7 +161,7 @@ class Bridge:
             for c in (
                 self._control_loop(control_after),
                 self._every(every, self.fleet.refresh_nodes),
-                self._every(every, self.fleet.refresh_health),
+                self._every(self.fleet.health_round_s, self.fleet.refresh_health),
                 self._every(self.settings.heartbeat_seconds, self._heartbeat),
                 self._every(self._keep_alive_s(), self._keep_alive),
             )

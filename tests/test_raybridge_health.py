@@ -126,7 +126,9 @@ def raw(disk_gib: float) -> dict[str, float]:
 def test_monitor_marks_unhealthy_stale_and_recovered(
     make_settings: Callable[..., Settings],
 ) -> None:
-    settings = make_settings(max_download_mb=512, min_free_disk_mb=0, min_free_memory_mb=0)
+    settings = make_settings(
+        max_download_mb=512, min_free_disk_mb=0, min_free_memory_mb=0, health_probe_seconds=0.1
+    )
     probe = FakeProbe()
     monitor = HealthMonitor(settings, probe, timeout_s=0.2)
 
@@ -138,8 +140,10 @@ def test_monitor_marks_unhealthy_stale_and_recovered(
 
         probe.answers = {"a": raw(0.5), "b": "hang"}  # b keeps its last figures, stale
         health = await monitor.refresh(["a", "b"])
-        assert health["b"].healthy and health["b"].stale
+        assert health["b"].healthy and health["b"].stale  # no answer for 0.2 s > 0.1 s
         assert health["b"].figures.disk_free_bytes == 10 * GIB  # type: ignore[union-attr]
+        assert health["b"].takes_work[0] is False
+        assert "no answer to the health probes" in health["b"].takes_work[1]
 
         probe.answers = {"a": raw(2), "b": RuntimeError("node gone")}
         health = await monitor.refresh(["a", "b"])
