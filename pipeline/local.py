@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,19 +18,25 @@ from ingest.names import REPORT_STEP, STEP_NAMES
 from ingest.settings import Settings
 from pipeline.chain import run_step
 from pipeline.context import JobContext
+from pipeline.hooks import StepHooks
 from pipeline.models import ReportFiles
 
 
 @dataclass(frozen=True)
 class StepEvent:
-    """One step of a local run started, completed or failed."""
+    """One step of a local run started, progressed, completed or failed."""
 
     step: str
     index: int  # 1-based position in the chain
     total: int
-    status: Literal["started", "completed", "failed"]
+    status: Literal["started", "progress", "completed", "failed"]
     seconds: float | None = None
     error: str | None = None
+    #: With "progress": what the step is doing, and how far ("decoding", 42.0 of 300.0 media
+    #: seconds; ``of`` None when the length is unknown).
+    stage: str | None = None
+    done: float | None = None
+    of: float | None = None
 
 
 ProgressCallback = Callable[[StepEvent], None]
@@ -76,7 +82,9 @@ def _run_steps(ctx: JobContext, on_progress: ProgressCallback) -> ReportFiles:
         # The report step also takes the timings so far (result.json records them).
         extra = (timings,) if step == REPORT_STEP else ()
         try:
-            output = run_step(step, ctx, *outputs, *extra)
+            output = run_step(
+                step, _reporting(ctx, step, index, total, on_progress), *outputs, *extra
+            )
         except Exception as e:
             seconds = time.perf_counter() - started
             on_progress(StepEvent(step, index, total, "failed", seconds, f"{e}"))
@@ -87,9 +95,21 @@ def _run_steps(ctx: JobContext, on_progress: ProgressCallback) -> ReportFiles:
     return outputs[-1]
 
 
+def _reporting(
+    ctx: JobContext, step: str, index: int, total: int, on_progress: ProgressCallback
+) -> JobContext:
+    """The context for ``step``, its progress inside the step sent to ``on_progress``."""
+
+    def report(stage: str, done: float, of: float | None) -> None:
+        on_progress(StepEvent(step, index, total, "progress", stage=stage, done=done, of=of))
+
+    return replace(ctx, hooks=StepHooks(on_progress=report))
+
+
 @contextlib.contextmanager
-def rich_progress() -> Iterator[ProgressCallback]:
-    """A rich progress bar over the four steps (on stderr) and the callback that drives it."""
+def rich_progress(console: Any = None) -> Iterator[ProgressCallback]:
+    """A rich progress bar over the four steps and, inside a step, over its media seconds with
+    an ETA (on stderr, or ``console``); and the callback that drives them."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -97,19 +117,56 @@ def rich_progress() -> Iterator[ProgressCallback]:
         SpinnerColumn(),
         TextColumn("{task.description:<28}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("{task.fields[amount]}"),
+        _eta_column(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True)) as progress:
-        task = progress.add_task("starting", total=len(STEP_NAMES))
+    with Progress(*columns, console=console or Console(stderr=True)) as progress:
+        steps = progress.add_task("starting", total=len(STEP_NAMES), amount="", eta=False)
+        inside = progress.add_task("", total=None, amount="", eta=True, visible=False)
 
         def on_progress(event: StepEvent) -> None:
+            amount = f"{event.index - 1}/{event.total} steps"
             if event.status == "started":
-                progress.update(task, description=f"{event.step}…")
+                progress.update(steps, description=f"{event.step}…", amount=amount)
+                progress.reset(inside, total=None, visible=False)
+            elif event.status == "progress":
+                _show_inside(progress, inside, event)
             elif event.status == "completed":
                 done = f"{event.step} done ({event.seconds:.1f} s)"
-                progress.update(task, advance=1, description=done)
+                amount = f"{event.index}/{event.total} steps"
+                progress.update(steps, advance=1, description=done, amount=amount)
+                progress.update(inside, visible=False)
             else:
-                progress.update(task, description=f"[red]{event.step} failed")
+                progress.update(steps, description=f"[red]{event.step} failed")
+                progress.update(inside, visible=False)
 
         yield on_progress
+
+
+def _show_inside(progress: Any, task: Any, event: StepEvent) -> None:
+    """The bar inside a step: media seconds done of the whole, with its ETA."""
+    of = f" of {event.of:.0f}" if event.of else ""
+    progress.update(
+        task,
+        description=f"  {event.stage}",
+        completed=event.done,
+        total=event.of,
+        amount=f"{event.done or 0:.0f}{of} s of media",
+        visible=True,
+    )
+
+
+def _eta_column() -> Any:
+    """Rich's time-remaining column, shown only for the bar inside a step (a count of steps
+    has no meaningful rate)."""
+    from rich.progress import TimeRemainingColumn
+    from rich.text import Text
+
+    class Eta(TimeRemainingColumn):
+        def render(self, task: Any) -> Text:
+            if not task.fields.get("eta") or not task.total:
+                return Text("")
+            return Text.assemble("ETA ", super().render(task))
+
+    return Eta()

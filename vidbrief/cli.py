@@ -309,9 +309,27 @@ def schema() -> None:
 
 
 @app.command("config")
-def show_config() -> None:
-    """Show the effective configuration (secrets masked)."""
-    print(json.dumps(settings().masked(), indent=2, default=str))
+def show_config(
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Check the whole configuration (names, URLs, Redis, Ray, the LLM endpoint) "
+            "instead: exit 4 if a value is invalid, 3 if a service does not answer.",
+        ),
+    ] = False,
+) -> None:
+    """Show the effective configuration (secrets masked), or check it."""
+    from vidbrief.config_check import check_all, exit_code, show
+
+    s = settings()
+    if check:
+        findings = check_all(s)
+        print("\n".join(show(findings)))
+        raise typer.Exit(exit_code(findings))
+    print(json.dumps(s.masked(), indent=2, default=str))
+    for line in show(check_all(s, network=False), quiet_ok=True):
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- dead letters
@@ -375,10 +393,19 @@ def redis_url_cmd() -> None:
 # ---------------------------------------------------------------- services
 @app.command()
 def bridge() -> None:
-    """Run the bridge against VIDBRIEF_REDIS_URL and VIDBRIEF_RAY_ADDRESS until SIGTERM."""
+    """Run the bridge against VIDBRIEF_REDIS_URL and the Ray cluster (VIDBRIEF_RAY_ADDRESS or
+    RAY_ADDRESS; a private local Ray without either) until SIGTERM. The configuration is
+    checked first (`vidbrief config --check`): an invalid one stops it before it starts."""
     from raybridge.run import run_bridge
+    from vidbrief.config_check import check_all, exit_code, for_the_bridge, show
 
-    raise typer.Exit(run_bridge(settings()))
+    s = settings()
+    findings = for_the_bridge(check_all(s))
+    for line in show(findings, quiet_ok=True):
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
+    if code := exit_code(findings):
+        fail("the bridge did not start: its configuration fails the check above", code)
+    raise typer.Exit(run_bridge(s))
 
 
 @app.command("webhook-worker")
