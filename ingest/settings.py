@@ -84,7 +84,11 @@ class Settings(BaseSettings):
     )
 
     # --- Ray and the bridge
-    ray_address: str | None = Field(None, description="Ray address (ray://… or host:port).")
+    ray_address: str | None = Field(
+        None,
+        description="Ray cluster to join (host:port or ray://…). Unset: Ray's own RAY_ADDRESS, "
+        "else a private local Ray.",
+    )
     bridge_name: str = Field(
         "bridge-1",
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
@@ -150,6 +154,11 @@ class Settings(BaseSettings):
         True,
         description="With ray_address: send the vidbrief packages to the workers "
         "(runtime_env py_modules), so worker nodes need only Ray and the heavy libraries.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="The bridge's logs: lines for people, or json (one JSON document per line, "
+        "Ray's context in each, for a log collector).",
     )
     # A local Ray (no ray_address): what `vidbrief bridge` starts.
     ray_num_cpus: int | None = Field(None, ge=1, description="Local Ray CPUs (unset: all cores).")

@@ -34,6 +34,7 @@ import psutil
 from ingest.errors import BridgeStartTimeout
 from ingest.events import bridge_source
 from ingest.settings import Settings, get_settings
+from raybridge import logs
 from raybridge.actor import Bridge
 from raybridge.health import HealthMonitor
 from raybridge.steps import Progress
@@ -57,7 +58,6 @@ EXIT_OK, EXIT_FAILED = 0, 1
 RAY_ADDRESS_VARIABLE = "RAY_ADDRESS"
 #: Ray's switch that keeps a Ray single-node on 127.0.0.1 (see ``private_ray_switch``).
 RAY_SWITCH_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: The packages a worker imports for the chain: shipped so a worker node needs only Ray and the
 #: heavy libraries (torch, PyAV, ...), and always runs the driver's version of our code.
 SHIPPED_PACKAGES = ("ingest", "pipeline", "raybridge", "vidbrief", "webhooks")
@@ -120,9 +120,12 @@ def connect_ray(settings: Settings) -> bool:
     if ray.is_initialized():
         return False
     address, named_by = ray_address(settings)
+    logging_config = logs.ray_logging(settings)
     if address:
         log.info("joining the Ray cluster at %s (%s)", address, named_by)
-        ray.init(address=address, runtime_env=shipped_code(settings))
+        ray.init(address=address, runtime_env=shipped_code(settings), logging_config=logging_config)
+        if logging_config is not None:
+            logs.hand_over_to_ray()
         return True
     log.info("no VIDBRIEF_RAY_ADDRESS or RAY_ADDRESS: starting a private Ray on 127.0.0.1")
     # address="local": always a new Ray of our own, never another program's cluster that
@@ -134,7 +137,10 @@ def connect_ray(settings: Settings) -> bool:
             num_cpus=settings.ray_num_cpus,
             include_dashboard=False,
             resources={DOWNLOAD_SLOT: settings.ray_download_slots, REPORT_NODE: 1},
+            logging_config=logging_config,
         )
+    if logging_config is not None:
+        logs.hand_over_to_ray()
     _local_ray[:] = [p for p in _children() if p.pid not in before]
     log.info("private Ray started at %s", ray.get_runtime_context().gcs_address)
     return True
@@ -270,7 +276,7 @@ def start_bridge(settings: Settings, redis_url: str) -> BridgeHandle:
 
 def run_bridge(settings: Settings) -> int:
     """Run a bridge until SIGTERM or SIGINT, then drain. The exit status: 0 after a drain."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    logs.configure(settings)
     from ingest.connect import redis_url
 
     url = redis_url(settings)
