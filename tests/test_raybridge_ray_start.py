@@ -222,7 +222,7 @@ def cluster() -> Iterator[Cluster]:
                 name,
                 [
                     f"--address={address}",
-                    "--num-cpus=1",
+                    "--num-cpus=2",  # the analysis actor takes 1, each download 0.25,
                     "--num-gpus=1",
                     '--resources={"vidbrief_download": 2}',
                 ],
