@@ -261,7 +261,19 @@ class BridgeProcess:
 
 
 @pytest.fixture(scope="module")
-def bridge_process(cluster: Cluster, redis_server: RedisServer) -> Iterator[BridgeProcess]:
+def rs_redis(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A client on the test Redis, flushed once before the module's bridge starts (the
+    per-test ``redis_client`` fixture would flush the bridge's consumer group away)."""
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def bridge_process(
+    cluster: Cluster, redis_server: RedisServer, rs_redis: redis.Redis
+) -> Iterator[BridgeProcess]:
     tmp = cluster.tmp
     metrics_port = free_block(1)
     env = {
@@ -319,11 +331,11 @@ def analysing_nodes(client: redis.Redis, names: RedisNames) -> dict[str, dict[st
 
 @pytest.mark.timeout(420)
 def test_twenty_jobs_on_a_ray_start_cluster_found_through_RAY_ADDRESS(
-    cluster: Cluster, bridge_process: BridgeProcess, redis_client: redis.Redis, names: RedisNames
+    cluster: Cluster, bridge_process: BridgeProcess, rs_redis: redis.Redis, names: RedisNames
 ) -> None:
     workers = wait_until(
         "both GPU workers analysing",
-        lambda: len(nodes := analysing_nodes(redis_client, names)) == 2 and nodes,
+        lambda: len(nodes := analysing_nodes(rs_redis, names)) == 2 and nodes,
         240,
     )
     said = bridge_process.log.read_text(errors="replace")
@@ -331,9 +343,9 @@ def test_twenty_jobs_on_a_ray_start_cluster_found_through_RAY_ADDRESS(
 
     job_ids = [f"rs-{n:02d}" for n in range(FIRST_JOBS)]
     for job_id in job_ids:
-        xadd_raw(redis_client, names, video(job_id))
-    wait_until("20 jobs finished", lambda: all_finished(redis_client, names, job_ids), 240)
-    found = states(redis_client, names, job_ids)
+        xadd_raw(rs_redis, names, video(job_id))
+    wait_until("20 jobs finished", lambda: all_finished(rs_redis, names, job_ids), 240)
+    found = states(rs_redis, names, job_ids)
     assert {s.status for s in found.values()} == {"completed"}
     for state in found.values():
         assert state.steps["analyse"].node == state.steps["download"].node  # where the video is
@@ -342,11 +354,11 @@ def test_twenty_jobs_on_a_ray_start_cluster_found_through_RAY_ADDRESS(
 
 @pytest.mark.timeout(420)
 def test_no_download_goes_to_a_node_whose_raylet_was_killed_after_one_probe_interval(
-    cluster: Cluster, bridge_process: BridgeProcess, redis_client: redis.Redis, names: RedisNames
+    cluster: Cluster, bridge_process: BridgeProcess, rs_redis: redis.Redis, names: RedisNames
 ) -> None:
     workers = wait_until(
         "both GPU workers analysing",
-        lambda: len(nodes := analysing_nodes(redis_client, names)) == 2 and nodes,
+        lambda: len(nodes := analysing_nodes(rs_redis, names)) == 2 and nodes,
         240,
     )
     victim = cluster.nodes["gpu2"]
@@ -367,11 +379,9 @@ def test_no_download_goes_to_a_node_whose_raylet_was_killed_after_one_probe_inte
     killed_at = time.monotonic()
     job_ids = [f"rs-late-{n:02d}" for n in range(LATER_JOBS)]
     for job_id in job_ids:
-        xadd_raw(redis_client, names, video(job_id))
+        xadd_raw(rs_redis, names, video(job_id))
     try:
-        wait_until(
-            "the later jobs finished", lambda: all_finished(redis_client, names, job_ids), 240
-        )
+        wait_until("the later jobs finished", lambda: all_finished(rs_redis, names, job_ids), 240)
     finally:
         stop.set()
         sampler.join(10)
@@ -379,7 +389,7 @@ def test_no_download_goes_to_a_node_whose_raylet_was_killed_after_one_probe_inte
     after = [count for t, count in samples if t >= settled]
     assert after, "no sample of the bridge's metrics after the probe interval"
     assert max(after) == after[0], "a download was placed on the dead node after the interval"
-    found = states(redis_client, names, job_ids)
+    found = states(rs_redis, names, job_ids)
     assert {s.status for s in found.values()} == {"completed"}
     for state in found.values():
         assert state.steps["download"].node != victim_id
