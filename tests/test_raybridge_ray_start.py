@@ -387,6 +387,13 @@ def test_no_download_goes_to_a_node_whose_raylet_was_killed_after_one_probe_inte
         sampler.join(10)
     settled = killed_at + PROBE_INTERVAL_S + SCRAPE_SLACK_S
     after = [count for t, count in samples if t >= settled]
+    at_kill = next((c for t, c in samples if t >= killed_at), None)
+    rises = [t for (t, c), (_, p) in zip(samples[1:], samples[:-1], strict=True) if c > p]
+    last = f"{rises[-1] - killed_at:+.2f} s from the kill" if rises else "before the samples"
+    end = after[-1] if after else "?"
+    print(
+        f"downloads placed on the killed node: {at_kill} at the kill, {end} at the end; last {last}"
+    )
     assert after, "no sample of the bridge's metrics after the probe interval"
     assert max(after) == after[0], "a download was placed on the dead node after the interval"
     found = states(rs_redis, names, job_ids)
