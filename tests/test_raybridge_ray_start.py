@@ -39,6 +39,7 @@ from helpers import alive, all_finished, states, video, wait_until, xadd_raw
 
 from ingest.names import RedisNames
 from ingest.redis_server import RedisServer
+from raybridge.metrics import NODE_LABEL_CHARS
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.slow]
 
@@ -255,7 +256,8 @@ class BridgeProcess:
         """The bridge's count of downloads placed on ``node_id`` (its Prometheus metrics)."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         text = urllib.request.urlopen(url, timeout=5).read().decode()
-        pattern = rf'^vidbrief_bridge_downloads_placed_total{{node="{node_id}"}} (\S+)$'
+        label = node_id[:NODE_LABEL_CHARS]  # the metrics' node label
+        pattern = rf'^vidbrief_bridge_downloads_placed_total{{node="{label}"}} (\S+)$'
         found = re.search(pattern, text, re.MULTILINE)
         return float(found.group(1)) if found else 0.0
 
@@ -394,6 +396,7 @@ def test_no_download_goes_to_a_node_whose_raylet_was_killed_after_one_probe_inte
     print(
         f"downloads placed on the killed node: {at_kill} at the kill, {end} at the end; last {last}"
     )
+    assert at_kill, "the victim had no download before the kill: the check below would be empty"
     assert after, "no sample of the bridge's metrics after the probe interval"
     assert max(after) == after[0], "a download was placed on the dead node after the interval"
     found = states(rs_redis, names, job_ids)
