@@ -23,6 +23,8 @@ import redis
 from ingest.errors import EmbeddedRedisError
 
 START_TIMEOUT_S = 10.0
+#: The user a password-only Redis (``requirepass``) authenticates.
+DEFAULT_USER = "default"
 STOP_TIMEOUT_S = 10.0
 POLL_S = 0.02
 
@@ -52,6 +54,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_free(port: int) -> bool:
+    """Whether 127.0.0.1:``port`` can be bound now."""
+    with socket.socket() as s:
+        # As redis-server binds: a port whose last connections linger in TIME_WAIT is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -78,7 +92,8 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
+        # The user name spelled out: redis-cli (7.0) refuses ``redis://:PASSWORD@…``.
+        auth = f"{DEFAULT_USER}:{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def client(self, **kwargs: object) -> redis.Redis:
@@ -196,14 +211,28 @@ class EmbeddedRedis:
         return server
 
     def ensure(self) -> tuple[RedisServer, bool]:
-        """The running server, started if needed. Returns (server, started_now)."""
+        """The running server, started if needed. Returns (server, started_now).
+
+        A restart listens where the last server did (same port, same password), so clients
+        holding the old URL — a running bridge, a webhook worker — reconnect to it.
+        """
         found = self.find()
         if found:
             return found, False
         password = self._password()
-        server = start_redis_server(self.data_dir, password=password)
+        server = start_redis_server(self.data_dir, port=self._last_port(), password=password)
         self._write_info(server)
         return server, True
+
+    def _last_port(self) -> int | None:
+        """The port of the server that ran last, when it is free now (else None: any port)."""
+        import json
+
+        try:
+            port = int(json.loads(self._info.read_text())["port"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return port if port_free(port) else None
 
     def stop(self) -> bool:
         """Stop the embedded server if it runs; True if one was stopped."""

@@ -15,6 +15,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import Field, SecretStr, field_validator
@@ -46,6 +47,9 @@ SECRETS_DIR_VARIABLE = "VIDBRIEF_SECRETS_DIR"
 STEP_MARGIN_S = 60.0
 MIN_ANALYSE_LIMIT_S = 600.0
 REPORT_BASE_S, REPORT_PAGE_S = 120.0, 1.0
+
+#: The URL schemes redis-py connects with.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 def _state_dir() -> Path:
@@ -88,7 +92,11 @@ class Settings(BaseSettings):
     )
 
     # --- Ray and the bridge
-    ray_address: str | None = Field(None, description="Ray address (ray://… or host:port).")
+    ray_address: str | None = Field(
+        None,
+        description="Ray cluster to join (host:port or ray://…). Unset: Ray's own RAY_ADDRESS, "
+        "else a private local Ray.",
+    )
     bridge_name: str = Field(
         "bridge-1",
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
@@ -130,6 +138,12 @@ class Settings(BaseSettings):
     )
     node_refresh_seconds: float = Field(2.0, gt=0, description="How often the bridge reads nodes.")
     heartbeat_seconds: float = Field(2.0, gt=0, description="How often the bridge heartbeat beats.")
+    health_probe_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="A node that has not answered the bridge's health probe for this long gets "
+        "no new download (a killed raylet, a lost network); probes go out twice as often.",
+    )
     # Node health (raybridge/health.py): no new downloads on a node short of disk or memory.
     min_free_disk_mb: float = Field(
         1024,
@@ -148,6 +162,11 @@ class Settings(BaseSettings):
         True,
         description="With ray_address: send the vidbrief packages to the workers "
         "(runtime_env py_modules), so worker nodes need only Ray and the heavy libraries.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="The bridge's logs: lines for people, or json (one JSON document per line, "
+        "Ray's context in each, for a log collector).",
     )
     # A local Ray (no ray_address): what `vidbrief bridge` starts.
     ray_num_cpus: int | None = Field(None, ge=1, description="Local Ray CPUs (unset: all cores).")
@@ -341,6 +360,20 @@ class Settings(BaseSettings):
             if folder is not None and folder.is_dir():  # a missing one fails validation
                 file_secret_settings = SecretsSettingsSource(settings_cls, secrets_dir=folder)
         return init_settings, env_settings, dotenv_settings, file_secret_settings
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked here, not at the first connect: a typo must not surface as a traceback from
+        # deep inside redis-py, and the message must not quote the URL (it holds a password).
+        if value is not None and not value.get_secret_value():
+            return None  # set but empty (a Compose `VIDBRIEF_REDIS_URL:` line): the embedded one
+        if value is not None and urlsplit(value.get_secret_value()).scheme not in REDIS_SCHEMES:
+            raise ValueError(
+                "must be a redis://, rediss:// (TLS) or unix:// URL, "
+                "e.g. redis://:PASSWORD@host:6379/0"
+            )
+        return value
 
     @field_validator("secrets_dir")
     @classmethod

@@ -33,6 +33,7 @@ from pipeline.decode import (
     decode,
     integrity_notices,
 )
+from pipeline.hooks import NO_HOOKS, StepHooks
 from pipeline.languages import primary
 from pipeline.models import Analysis, Media
 from pipeline.speech import transcribe
@@ -55,7 +56,9 @@ ANALYSIS_JSON = "analysis.json"
 
 def run(ctx: JobContext, media: Media) -> Analysis:
     """The analyse step: shots, keyframes and transcript into ``<workdir>/analyse``."""
-    return analyse_media(media, ctx.step_dir(STEP), ctx.settings, language=ctx.request.language)
+    return analyse_media(
+        media, ctx.step_dir(STEP), ctx.settings, language=ctx.request.language, hooks=ctx.hooks
+    )
 
 
 def resolve_threads(threads: int) -> int:
@@ -77,12 +80,17 @@ def resolve_device(requested: str) -> str:
 
 
 def analyse_media(
-    media: Media, out_dir: Path, settings: Settings, *, language: str | None = None
+    media: Media,
+    out_dir: Path,
+    settings: Settings,
+    *,
+    language: str | None = None,
+    hooks: StepHooks = NO_HOOKS,
 ) -> Analysis:
     """Analyse ``media`` into ``out_dir`` (or return the finished analysis already there).
 
     ``language`` (BCP 47, the job's) is the spoken language and the subtitle language wanted;
-    None: detected.
+    None: detected. ``hooks``: progress (seconds decoded, transcribed) and cancel.
     """
     import torch
 
@@ -97,10 +105,10 @@ def analyse_media(
     limits = DecodeLimits(
         settings.frame_sample_fps, settings.max_duration_seconds, settings.max_frame_pixels
     )
-    decoded = decode(Path(media.path), out_dir, limits, device, threads)
+    decoded = decode(Path(media.path), out_dir, limits, device, threads, hooks)
     try:
         notices = integrity_notices(decoded)
-        analysis = _with_transcript(media, decoded, settings, device, threads, language)
+        analysis = _with_transcript(media, decoded, settings, device, threads, language, hooks)
     finally:
         if decoded.audio_path is not None:
             decoded.audio_path.unlink(missing_ok=True)
@@ -127,9 +135,10 @@ def _with_transcript(
     device: str,
     threads: int,
     language: str | None,
+    hooks: StepHooks = NO_HOOKS,
 ) -> Analysis:
     began = time.perf_counter()
-    fields = _transcript_fields(media, decoded, settings, device, threads, language)
+    fields = _transcript_fields(media, decoded, settings, device, threads, language, hooks)
     fields["transcript"] = clamp_segments(fields["transcript"], decoded.duration_s)
     timings = {**decoded.timings, "asr_s": round(time.perf_counter() - began, 3)}
     return Analysis(
@@ -154,6 +163,7 @@ def _transcript_fields(
     device: str,
     threads: int,
     language: str | None,
+    hooks: StepHooks = NO_HOOKS,
 ) -> dict[str, Any]:
     """Fetched subtitles, else embedded subtitles, else speech to text, else nothing."""
     if media.subtitles:
@@ -173,16 +183,21 @@ def _transcript_fields(
         }
     if decoded.audio_path is None:
         return {"transcript": [], "transcript_source": "none"}
-    return _speech(decoded, settings, device, threads, language)
+    return _speech(decoded, settings, device, threads, language, hooks)
 
 
 def _speech(
-    decoded: Decoded, settings: Settings, device: str, threads: int, language: str | None
+    decoded: Decoded,
+    settings: Settings,
+    device: str,
+    threads: int,
+    language: str | None,
+    hooks: StepHooks = NO_HOOKS,
 ) -> dict[str, Any]:
     """Speech to text over the audio file; the track's own language tag is a hint too."""
     hint = language or (decoded.audio_language if primary(decoded.audio_language) else None)
     assert decoded.audio_path is not None
-    result = transcribe(decoded.audio_path, settings, device, threads, language=hint)
+    result = transcribe(decoded.audio_path, settings, device, threads, language=hint, hooks=hooks)
     return {
         "transcript": result.segments,
         "transcript_source": result.backend,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 from ingest.models import JobRequest
 from ingest.settings import Settings
+from pipeline.hooks import StepHooks
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class JobContext:
     step_seconds: dict[str, float] | None = None
     #: The earlier steps whose outputs were reused from kept ones (for the report step too).
     reused_steps: tuple[str, ...] = ()
+    #: Progress and cancel callbacks of the process running the step (pipeline/hooks.py); set
+    #: there, never pickled: a context that travels arrives without them.
+    hooks: StepHooks = field(default_factory=StepHooks, compare=False, repr=False)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Ray pickles the context into each of a job's tasks, and the settings are most of its

@@ -303,6 +303,16 @@ def export(
     """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"export: format {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
+    rows = export_rows(settings, compact=compact, day=day)
+    print_rows(rows, fmt, out or sys.stdout)
+    return len(rows)
+
+
+def export_rows(
+    settings: Settings, compact: bool = False, day: str | date | None = None
+) -> list[dict[str, Any]]:
+    """The dataset's rows (or one day's), compacting first if asked. ConfigError when
+    ``VIDBRIEF_DATASET_URL`` is unset."""
     url = settings.dataset_url
     if not url:
         raise ConfigError(
@@ -312,9 +322,12 @@ def export(
     options = storage.settings_options(settings, url)
     if compact:
         _compact(url, day, options)
-    rows = read_dataset(url, options, day).to_pylist()
-    {"table": _print_table, "json": _print_json, "csv": _print_csv}[fmt](rows, out or sys.stdout)
-    return len(rows)
+    return read_dataset(url, options, day).to_pylist()
+
+
+def print_rows(rows: list[dict[str, Any]], fmt: str, out: TextIO) -> None:
+    """Rows as a table, JSON or CSV."""
+    {"table": _print_table, "json": _print_json, "csv": _print_csv}[fmt](rows, out)
 
 
 def _plain(value: Any) -> Any:
@@ -335,11 +348,13 @@ def _print_csv(rows: list[dict[str, Any]], out: TextIO) -> None:
 def _print_table(rows: list[dict[str, Any]], out: TextIO) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(*TABLE_COLUMNS, "tokens", "report", title=f"{len(rows)} finished jobs")
     for r in rows:
         cells = [_cell(r[c]) for c in TABLE_COLUMNS]
-        table.add_row(*cells, _cell(r["total_tokens"]), _cell(r["report_url"]))
+        # Text, not str: a value is never read as Rich markup.
+        table.add_row(*map(Text, [*cells, _cell(r["total_tokens"]), _cell(r["report_url"])]))
     Console(file=out, width=200 if not out.isatty() else None).print(table)
 
 

@@ -22,6 +22,7 @@ What the file says is checked against what it holds:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ import numpy as np
 from ingest.errors import PermanentStepError
 from ingest.names import ANALYSE_STEP
 from pipeline.containers import AV_CONTAINER_OPTIONS
+from pipeline.hooks import NO_HOOKS, StepHooks
 from pipeline.models import Notice, Segment, Shot
 from pipeline.shots import HIST_SIZE_PX, ShotTracker, keyframe_size
 from pipeline.speech import SAMPLE_RATE_HZ
@@ -146,15 +148,23 @@ class _FrameSampler:
         self.count += 1
 
 
-def decode(path: Path, out_dir: Path, limits: DecodeLimits, device: str, threads: int) -> Decoded:
-    """One streaming pass: sampled frames into shots and keyframes, audio into a file."""
+def decode(
+    path: Path,
+    out_dir: Path,
+    limits: DecodeLimits,
+    device: str,
+    threads: int,
+    hooks: StepHooks = NO_HOOKS,
+) -> Decoded:
+    """One streaming pass: sampled frames into shots and keyframes, audio into a file.
+    ``hooks``: media seconds decoded as progress; a cancel stops the pass (StepCancelled)."""
     import av
 
     began = time.perf_counter()
     try:
         audio = choose_audio(path, AV_CONTAINER_OPTIONS)
         with av.open(str(path), container_options=AV_CONTAINER_OPTIONS) as container:
-            decoded = _Pass(container, out_dir, limits, device, threads, audio).run()
+            decoded = _Pass(container, out_dir, limits, device, threads, audio, hooks).run()
     except av.FFmpegError as e:
         raise PermanentStepError(f"cannot decode {path.name}: {e}", step=STEP) from e
     shots_s = decoded.timings["shots_s"]
@@ -193,8 +203,11 @@ class _Pass:
         device: str,
         threads: int,
         audio: AudioChoice,
+        hooks: StepHooks = NO_HOOKS,
     ) -> None:
         self.container, self.limits, self.audio_choice = container, limits, audio
+        self.hooks = hooks
+        self.declared_s = container.duration / 1_000_000 if container.duration else None
         self.video = next(iter(container.streams.video), None)
         self.audio = container.streams[audio.index] if audio.index is not None else None
         if self.video is not None:
@@ -223,9 +236,17 @@ class _Pass:
         streams = [s for s in (self.video, self.audio) if s is not None]
         try:
             self._demux([*streams, *self.subtitles.streams])
-        finally:
-            audio_path = self.sink.close() if self.sink is not None else None
+        except BaseException:
+            self._discard_audio()  # stopped (cancelled, too long): no half-written audio left
+            raise
+        audio_path = self.sink.close() if self.sink is not None else None
         return self._result(audio_path)
+
+    def _discard_audio(self) -> None:
+        if self.sink is not None:
+            with contextlib.suppress(Exception):
+                self.sink.close()
+            self.sink.path.unlink(missing_ok=True)
 
     def _demux(self, streams: list[Any]) -> None:
         import av
@@ -244,6 +265,7 @@ class _Pass:
                 self.errors += 1
                 return
             self.packets += 1
+            self.hooks.check(STEP)
             self._packet(packet, frame_s)
 
     def _packet(self, packet: Any, frame_s: float) -> None:
@@ -255,6 +277,8 @@ class _Pass:
         for frame in self._frames(packet):
             t = None if frame.time is None else float(frame.time) - self.origin
             self._check_limit(t)
+            if t is not None:
+                self.hooks.progress("decoding", max(0.0, t), self.declared_s)
             if isinstance(frame, av.VideoFrame):
                 _check_pixels(frame.width, frame.height, self.limits.max_frame_pixels)
                 if t is not None:

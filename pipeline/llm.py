@@ -431,3 +431,23 @@ def _reply(response: Any) -> ChatReply:
         total_tokens=getattr(usage, "total_tokens", 0) or 0,
         finish_reason=choices[0].finish_reason if choices else None,
     )
+
+
+#: Time limit of the configuration check's one call (``vidbrief config --check``).
+CHECK_TIMEOUT_S = 10.0
+
+
+def check_endpoint(config: LLMConfig) -> str:
+    """One cheap call to the endpoint (list its models); its answer in one line, or a
+    StepError naming what is wrong (redacted like every LLM error: class, status, host)."""
+    import openai
+
+    client = make_openai_client(config).with_options(timeout=CHECK_TIMEOUT_S)
+    try:
+        listed = [m.id for m in client.models.list().data]
+    except openai.OpenAIError as e:
+        raise LLMClient(client, config)._step_error(e) from None
+    missing = listed and config.model not in listed
+    note = f", not {config.model}: check VIDBRIEF_LLM_MODEL" if missing else ""
+    where = f"{config.provider} at {url_host(config.base_url)}"
+    return f"{where} answered, listing {len(listed)} model(s){note}"

@@ -30,6 +30,7 @@ from ingest.names import REPORT_STEP, STEP_NAMES
 from ingest.settings import Settings
 from pipeline.chain import execute
 from pipeline.context import JobContext
+from pipeline.hooks import StepHooks
 from pipeline.kept import KeptStore
 from pipeline.models import ReportFiles
 from pipeline.reuse import Found, find_analysed
@@ -40,14 +41,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StepEvent:
-    """One step of a local run started, completed or failed."""
+    """One step of a local run started, progressed, completed or failed."""
 
     step: str
     index: int  # 1-based position in the chain
     total: int
-    status: Literal["started", "completed", "failed"]
+    status: Literal["started", "progress", "completed", "failed"]
     seconds: float | None = None
     error: str | None = None
+    #: With "progress": what the step is doing, and how far ("decoding", 42.0 of 300.0 media
+    #: seconds; ``of`` None when the length is unknown).
+    stage: str | None = None
+    done: float | None = None
+    of: float | None = None
 
 
 ProgressCallback = Callable[[StepEvent], None]
@@ -97,7 +103,15 @@ def _run_steps(ctx: JobContext, on_progress: ProgressCallback) -> ReportFiles:
         started = time.perf_counter()
         try:
             limit_s = ctx.settings.step_timeout(step)
-            found = call_within(limit_s, step, _step, step, ctx, kept, outputs, timings, reused)
+            stop = threading.Event()
+            step_ctx = _reporting(ctx, step, index, total, on_progress, stop)
+            try:
+                found = call_within(
+                    limit_s, step, _step, step, step_ctx, kept, outputs, timings, reused
+                )
+            except StepTimeout:
+                stop.set()  # the step's loops see it and end its thread (pipeline/hooks.py)
+                raise
         except Exception as e:
             seconds = time.perf_counter() - started
             on_progress(StepEvent(step, index, total, "failed", seconds, f"{e}"))
@@ -157,9 +171,27 @@ def _tidy(ctx: JobContext) -> None:
         log.warning("artefact store not evicted: %s", e)
 
 
+def _reporting(
+    ctx: JobContext,
+    step: str,
+    index: int,
+    total: int,
+    on_progress: ProgressCallback,
+    stop: threading.Event,
+) -> JobContext:
+    """The context for ``step``: its progress inside the step sent to ``on_progress``, and
+    ``stop`` as its cancel (set when the step passes its time limit)."""
+
+    def report(stage: str, done: float, of: float | None) -> None:
+        on_progress(StepEvent(step, index, total, "progress", stage=stage, done=done, of=of))
+
+    return replace(ctx, hooks=StepHooks(on_progress=report, cancelled=stop.is_set))
+
+
 @contextlib.contextmanager
-def rich_progress() -> Iterator[ProgressCallback]:
-    """A rich progress bar over the four steps (on stderr) and the callback that drives it."""
+def rich_progress(console: Any = None) -> Iterator[ProgressCallback]:
+    """A rich progress bar over the four steps and, inside a step, over its media seconds with
+    an ETA (on stderr, or ``console``); and the callback that drives them."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -167,19 +199,56 @@ def rich_progress() -> Iterator[ProgressCallback]:
         SpinnerColumn(),
         TextColumn("{task.description:<28}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("{task.fields[amount]}"),
+        _eta_column(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True)) as progress:
-        task = progress.add_task("starting", total=len(STEP_NAMES))
+    with Progress(*columns, console=console or Console(stderr=True)) as progress:
+        steps = progress.add_task("starting", total=len(STEP_NAMES), amount="", eta=False)
+        inside = progress.add_task("", total=None, amount="", eta=True, visible=False)
 
         def on_progress(event: StepEvent) -> None:
+            amount = f"{event.index - 1}/{event.total} steps"
             if event.status == "started":
-                progress.update(task, description=f"{event.step}…")
+                progress.update(steps, description=f"{event.step}…", amount=amount)
+                progress.reset(inside, total=None, visible=False)
+            elif event.status == "progress":
+                _show_inside(progress, inside, event)
             elif event.status == "completed":
                 done = f"{event.step} done ({event.seconds:.1f} s)"
-                progress.update(task, advance=1, description=done)
+                amount = f"{event.index}/{event.total} steps"
+                progress.update(steps, advance=1, description=done, amount=amount)
+                progress.update(inside, visible=False)
             else:
-                progress.update(task, description=f"[red]{event.step} failed")
+                progress.update(steps, description=f"[red]{event.step} failed")
+                progress.update(inside, visible=False)
 
         yield on_progress
+
+
+def _show_inside(progress: Any, task: Any, event: StepEvent) -> None:
+    """The bar inside a step: media seconds done of the whole, with its ETA."""
+    of = f" of {event.of:.0f}" if event.of else ""
+    progress.update(
+        task,
+        description=f"  {event.stage}",
+        completed=event.done,
+        total=event.of,
+        amount=f"{event.done or 0:.0f}{of} s of media",
+        visible=True,
+    )
+
+
+def _eta_column() -> Any:
+    """Rich's time-remaining column, shown only for the bar inside a step (a count of steps
+    has no meaningful rate)."""
+    from rich.progress import TimeRemainingColumn
+    from rich.text import Text
+
+    class Eta(TimeRemainingColumn):
+        def render(self, task: Any) -> Text:
+            if not task.fields.get("eta") or not task.total:
+                return Text("")
+            return Text.assemble("ETA ", super().render(task))
+
+    return Eta()

@@ -29,6 +29,7 @@ analysis actor loads each once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ from ingest.errors import PermanentStepError, VidbriefError
 from ingest.names import ANALYSE_STEP
 from ingest.settings import Settings
 from pipeline import asr_models
+from pipeline.hooks import NO_HOOKS, StepHooks
 from pipeline.languages import (
     LANGUAGE_DOUBT_PROBABILITY,
     LANGUAGE_OVERRIDE_PROBABILITY,
@@ -206,14 +208,16 @@ def transcribe(
     threads: int,
     *,
     language: str | None = None,
+    hooks: StepHooks = NO_HOOKS,
 ) -> SpeechResult:
-    """Timestamped segments of 16 kHz mono float32 ``audio`` (an array, or a raw file)."""
+    """Timestamped segments of 16 kHz mono float32 ``audio`` (an array, or a raw file).
+    ``hooks``: media seconds transcribed as progress; a cancel stops it (StepCancelled)."""
     options = SpeechOptions.from_settings(settings, language)
     reader = AudioReader(audio)
     errors = []
     for backend, dev in plan(settings.asr_backend, device):
         try:
-            return _BACKENDS[backend](reader, options, dev, threads)
+            return _BACKENDS[backend](reader, options, dev, threads, hooks)
         except BackendUnavailable as e:
             log.warning("speech to text: %s on %s unavailable (%s)", backend, dev, e)
             errors.append(f"{backend}/{dev}: {e}")
@@ -368,11 +372,52 @@ def _load_faster_whisper(model: str, device: str, threads: int) -> Any:
     if device == "cuda":  # a missing libcublas.so.12 shows only when the GPU first computes
         segments, _ = loaded.transcribe(np.zeros(SAMPLE_RATE_HZ, np.float32), beam_size=1)
         list(segments)
+    loaded.model = CancelPoints(loaded.model)
     return loaded
 
 
+#: The CTranslate2 calls faster-whisper makes; each is seconds of CPU on a 30 s window.
+CT2_CALLS = frozenset({"encode", "generate", "align", "detect_language"})
+
+
+class CancelPoints:
+    """A faster-whisper model's CTranslate2 model, asking the running step's hooks before each
+    of its calls. A cancel then takes effect between two calls (encode, generate — again for
+    each temperature fallback —, align), not only between 30 s windows: a window on a CPU is
+    several of them and seconds of work. CTranslate2 itself cannot be interrupted."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self.hooks: StepHooks = NO_HOOKS
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._model, name)
+        if name not in CT2_CALLS:
+            return attr
+
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            self.hooks.check(ANALYSE_STEP, now=True)
+            return attr(*args, **kwargs)
+
+        return checked
+
+
+@contextlib.contextmanager
+def _cancel_points(loaded: Any, hooks: StepHooks) -> Iterator[None]:
+    """The step's hooks on the model's cancel points while it transcribes (one step at a time
+    uses a process's models: the analysis actor runs one call at a time)."""
+    points = loaded.model if isinstance(loaded.model, CancelPoints) else None
+    if points is not None:
+        points.hooks = hooks
+    try:
+        yield
+    finally:
+        if points is not None:
+            points.hooks = NO_HOOKS
+
+
 def _faster_whisper(
-    audio: AudioReader, options: SpeechOptions, device: str, threads: int
+    audio: AudioReader, options: SpeechOptions, device: str, threads: int, hooks: StepHooks
 ) -> SpeechResult:
     choice = asr_models.resolve(options.model, options.cache_dir)
     loaded = _cached(
@@ -385,14 +430,20 @@ def _faster_whisper(
     if options.language is not None and language.code is None:
         return _replace(result, notices=[unsupported_notice(options.language, choice.name)])
     segments, speech_s = [], 0.0
-    for offset, block in blocks(audio, BLOCK_SECONDS, CUT_SEARCH_SECONDS):
-        speech = _speech_in(block)
-        if speech is None:
-            continue
-        speech_s += len(speech) / SAMPLE_RATE_HZ
-        if not language.fixed:
-            language = decide_language(language, options.language, *_detect(loaded, speech))
-        segments += _transcribe_block(loaded, block, offset, language.code, options)
+    total_s = audio.samples / SAMPLE_RATE_HZ
+    with _cancel_points(loaded, hooks):
+        for offset, block in blocks(audio, BLOCK_SECONDS, CUT_SEARCH_SECONDS):
+            hooks.check(ANALYSE_STEP)
+            speech = _speech_in(block)
+            if speech is None:
+                continue
+            speech_s += len(speech) / SAMPLE_RATE_HZ
+            if not language.fixed:
+                language = decide_language(language, options.language, *_detect(loaded, speech))
+            segments += _transcribe_block(
+                loaded, block, offset, language.code, options, hooks, total_s
+            )
+    hooks.progress("transcribing", total_s, total_s, final=True)
     return _finish_faster_whisper(result, segments, speech_s, language, multilingual, options)
 
 
@@ -461,7 +512,13 @@ def _detect(loaded: Any, speech: np.ndarray) -> tuple[str, float]:
 
 
 def _transcribe_block(
-    loaded: Any, block: np.ndarray, offset: float, language: str | None, options: SpeechOptions
+    loaded: Any,
+    block: np.ndarray,
+    offset: float,
+    language: str | None,
+    options: SpeechOptions,
+    hooks: StepHooks = NO_HOOKS,
+    total_s: float | None = None,
 ) -> list[Segment]:
     pieces, _ = loaded.transcribe(
         block,
@@ -470,7 +527,13 @@ def _transcribe_block(
         beam_size=options.beam_size,
         word_timestamps=options.word_timestamps,
     )
-    return [_segment(p, offset) for p in pieces if p.text.strip()]
+    out = []
+    for piece in pieces:  # a generator: each 30 s window is decoded when asked for
+        hooks.check(ANALYSE_STEP)
+        hooks.progress("transcribing", offset + piece.end, total_s)
+        if piece.text.strip():
+            out.append(_segment(piece, offset))
+    return out
 
 
 def _segment(piece: Any, offset: float) -> Segment:
@@ -524,7 +587,7 @@ def _batches(
 
 
 def _transformers(
-    audio: AudioReader, options: SpeechOptions, device: str, threads: int
+    audio: AudioReader, options: SpeechOptions, device: str, threads: int, hooks: StepHooks
 ) -> SpeechResult:
     import torch
 
@@ -540,15 +603,21 @@ def _transformers(
     if options.language is not None and language.code is None:
         return _replace(result, notices=[unsupported_notice(options.language, name)])
     segments: list[Segment] = []
+    total_s = audio.samples / SAMPLE_RATE_HZ
     with torch.inference_mode():
         for batch in _batches(_windows(audio), TRANSFORMERS_BATCH_WINDOWS[device]):
+            hooks.check(ANALYSE_STEP)
             windows = [w for _, w in batch]
             if not language.fixed:
                 detected = _detect_transformers(loaded, processor, windows[0], device)
                 language = decide_language(language, options.language, *detected)
-            sequences = _generate(loaded, processor, windows, device, language.code)
+            sequences = _generate(loaded, processor, windows, device, language.code, hooks)
+            hooks.check(ANALYSE_STEP, now=True)  # a cancel stops generate early: cut tokens
             for (offset, window), seq in zip(batch, sequences, strict=True):
                 segments += _window_segments(processor, seq, offset, len(window))
+            hooks.progress(
+                "transcribing", batch[-1][0] + len(batch[-1][1]) / SAMPLE_RATE_HZ, total_s
+            )
     return _replace(
         result,
         segments=segments,
@@ -584,18 +653,38 @@ def _detect_transformers(
 
 
 def _generate(
-    model: Any, processor: Any, windows: list[np.ndarray], device: str, language: str | None
+    model: Any,
+    processor: Any,
+    windows: list[np.ndarray],
+    device: str,
+    language: str | None,
+    hooks: StepHooks = NO_HOOKS,
 ) -> Any:
     features = processor.feature_extractor(
         windows, sampling_rate=SAMPLE_RATE_HZ, return_tensors="pt"
     ).input_features
     features = features.to(device, dtype=model.dtype)
     kwargs: dict[str, Any] = {"return_timestamps": True, "max_new_tokens": MAX_NEW_TOKENS}
+    if hooks.cancelled is not None:  # a cancel ends a batch at its next token, not its last
+        kwargs["stopping_criteria"] = _cancel_criteria(hooks)
     if getattr(model.generation_config, "is_multilingual", False):
         # transformers strips the prompt from what it returns: the language is decided here.
         kwargs.update(language=language, task="transcribe")
     out = model.generate(features, **kwargs)
     return out if not hasattr(out, "sequences") else out.sequences
+
+
+def _cancel_criteria(hooks: StepHooks) -> Any:
+    """A transformers stopping criterion that ends generation once the step is cancelled."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Cancelled(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            stop = bool(hooks.cancelled and hooks.cancelled())
+            return torch.full((input_ids.shape[0],), stop, device=input_ids.device)
+
+    return StoppingCriteriaList([Cancelled()])
 
 
 def _window_segments(processor: Any, seq: Any, offset: float, n_samples: int) -> list[Segment]:

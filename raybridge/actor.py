@@ -177,7 +177,7 @@ class Bridge:
             for c in (
                 self._control_loop(control_after),
                 self._every(every, self.fleet.refresh_nodes),
-                self._every(every, self.fleet.refresh_health),
+                self._every(self.fleet.health_round_s, self.fleet.refresh_health),
                 self._every(self.settings.heartbeat_seconds, self._heartbeat),
                 self._every(self.settings.heartbeat_seconds, self._trim_jobs),
                 self._every(CHECK_EVERY_S, self.runner.clock.check),
@@ -344,6 +344,7 @@ class Bridge:
             "last_read_at": self._last_read_at,
             "started_at": self._started_at,
             "updated_at": now(),
+            "heartbeat_seconds": self.settings.heartbeat_seconds,  # its age is judged by it
             "draining": self._draining,
             **self.fleet.stats(),
         }

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+from dataclasses import replace
 from typing import Any
 
 from ingest.names import ANALYSE_STEP
 from ingest.settings import Settings
 from pipeline.chain import STEPS
 from pipeline.context import JobContext
+from pipeline.hooks import StepHooks
 from raybridge.steps import Progress, current_node_id, run_recorded
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,24 @@ class Analyser:
             hook(self.settings)
 
     def analyse(self, progress: Progress, ctx: JobContext, *earlier: Any) -> Any:
-        """The analysis step of one job (its download's output is in ``earlier``)."""
+        """The analysis step of one job (its download's output is in ``earlier``).
+
+        A cancel (``ray.cancel`` of this call: the job was cancelled, or its bridge is stopping)
+        cannot interrupt a running actor call; it sets a flag that the decoding and speech loops
+        read through the context's hooks, so the call ends within moments and the GPU is free
+        for the next job — in this same process, with the models still loaded.
+        """
+        ctx = replace(ctx, hooks=StepHooks(cancelled=_ray_cancelled))
         output = run_recorded(progress, ANALYSE_STEP, ctx, *earlier)
         self.jobs_done += 1
         return output
+
+
+def _ray_cancelled() -> bool:
+    """Whether Ray was asked to cancel the actor call running in this thread."""
+    import ray
+
+    try:
+        return bool(ray.get_runtime_context().is_canceled())
+    except RuntimeError:  # not inside a Ray worker (a test calling the class directly)
+        return False

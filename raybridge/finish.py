@@ -10,6 +10,7 @@ the script only acknowledges the entry). The job's work folders are deleted afte
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,8 @@ from raybridge.announce import Announcer
 from raybridge.metrics import BridgeMetrics
 from raybridge.outcome import Outcome
 from raybridge.stream import JobStream
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,9 +55,32 @@ class Finisher:
         self.metrics.finished.labels(outcome=str(outcome.status)).inc()
         reused = set(reused_steps(state))  # their 0 s would skew the step durations
         self.metrics.observe_steps({s: v for s, v in seconds.items() if s not in reused})
+        line, fields = outcome_line(job_id, outcome, state, t)
+        log.info("%s", line, extra=fields)
         if state is not None:
             stored = state.model_copy(update={"finished_at": t, "updated_at": t})
             await self.announcer.finished(stored, outcome, event)
+
+
+def outcome_line(
+    job_id: str, outcome: Outcome, state: JobState | None, t: float
+) -> tuple[str, dict[str, Any]]:
+    """The bridge's one log line for a job's end, and its fields (the keys the line adds to a
+    JSON log line)."""
+    began = state.started_at or state.created_at if state else None
+    fields: dict[str, Any] = {
+        "job": job_id,
+        "outcome": str(outcome.status),
+        "attempts": state.attempts if state else 0,
+        "seconds": round(t - began, 3) if began else None,
+    }
+    took = f" in {fields['seconds']:.1f} s" if began else ""
+    line = f"job {job_id} {outcome.status} after {fields['attempts']} attempt(s){took}"
+    error = outcome.error or {}
+    if error:
+        fields.update(error_class=error.get("class"), failed_step=error.get("step"))
+        line += f": {error.get('class')} in {error.get('step') or '?'}: {error.get('message')}"
+    return line, fields
 
 
 def _data(outcome: Outcome, state: JobState | None, seconds: dict[str, float]) -> dict[str, Any]:

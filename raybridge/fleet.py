@@ -3,7 +3,8 @@ downloads where.
 
     refresh_nodes()    every node_refresh_seconds: new nodes get analysis actors (warmed before
                        they count), dead nodes lose theirs and their pace
-    refresh_health()   the same period: health.py's probes; an unhealthy node takes no download
+    refresh_health()   every half health_probe_seconds: health.py's probes; a node that is short
+                       of disk or memory, or has stopped answering, takes no download
     acquire_node()     a job waits here, in read order, until placement (placement.py, over
                        snapshot()) gives it a node; dispatch() runs whenever room may have
                        appeared: a download ended, a job left its node, a node or actor came
@@ -145,6 +146,13 @@ class Fleet:
         self.metrics.observe_health(self.health.all().values())
         self.dispatch()
 
+    @property
+    def health_round_s(self) -> float:
+        """How often to run ``refresh_health`` (the monitor's half interval)."""
+        return (
+            self.health.round_s if self.health is not None else self.settings.node_refresh_seconds
+        )
+
     def close(self) -> None:
         if self.health is not None:
             self.health.close()
@@ -212,7 +220,7 @@ class Fleet:
 
     def _verdict(self, node_id: str) -> dict[str, Any]:
         health = self.health.get(node_id) if self.health is not None else None
-        healthy, reason = health.verdict if health is not None else (True, "")
+        healthy, reason = health.takes_work if health is not None else (True, "")
         return {"healthy": healthy, "health_reason": reason}
 
     # -- for the heartbeat ------------------------------------------------------------------
@@ -233,6 +241,7 @@ class Fleet:
             health = self.health.get(node.node_id) if self.health is not None else None
             row: dict[str, Any] = {
                 "node_id": node.node_id,
+                "host": node.host,
                 "gpus": node.gpus,
                 "download_slots": node.download_slots,
                 "analysers": node.analysers,

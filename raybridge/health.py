@@ -9,9 +9,15 @@ node's work) and judges it:
     memory     < min_free_memory_mb                            unhealthy
 
 An unhealthy node keeps its analysers and its jobs (they finish); placement just gives it no
-new download until it recovers. A node that does not answer within the probe timeout keeps its
-last figures (and verdict) and is marked stale; a node never measured counts as healthy, so a
-slow first probe does not stop the cluster.
+new download until it recovers.
+
+A node must also keep answering. Probes go out every half ``health_probe_seconds``; a node whose
+last answer is older than ``health_probe_seconds`` is *stale* ("not answering": a killed raylet,
+a lost network) and gets no new download either, keeping its last figures for display. Ray
+itself declares such a node dead only after about 15 s (5 missed checks of 3 s); until then it
+would take new work that can never run. A node never measured yet counts as healthy, so a slow
+first probe (a fresh node starts a worker) does not stop the cluster, unless that first answer
+takes longer than ``FIRST_ANSWER_S``.
 
 Per-node thresholds: a node started with the custom resource ``vidbrief_min_free_disk_mb`` (or
 ``vidbrief_min_free_memory_mb``) uses that amount, in MiB, instead of the setting, e.g. a node
@@ -50,10 +56,17 @@ DISK_OVERRIDE_RESOURCE = "vidbrief_min_free_disk_mb"
 MEMORY_OVERRIDE_RESOURCE = "vidbrief_min_free_memory_mb"
 #: Free disk wanted per the largest download: the video plus what its steps write next to it.
 DOWNLOADS_OF_ROOM = 2
-#: How long one health round waits for the probes (a fresh node starts a worker first).
-PROBE_TIMEOUT_S = 10.0
+#: How long the first round waits for the probes (a fresh node starts a worker first), and
+#: how long a node's first answer may take before it counts as stale.
+FIRST_ANSWER_S = PROBE_TIMEOUT_S = 10.0
 #: CPU sampling window of the probe (psutil's first non-blocking sample is meaningless).
 CPU_SAMPLE_S = 0.1
+#: Probes go out this many times per ``health_probe_seconds``, so that a node answering at
+#: once is never older than the interval.
+ROUNDS_PER_INTERVAL = 2
+#: A later round waits for its own probes this share of the interval (not for ones already in
+#: flight: a dead node must not slow the rounds, and so the others' answers).
+ROUND_WAIT_SHARE = 0.25
 
 Probe = Callable[[str], Awaitable[Mapping[str, Any]]]
 NodeResources = Callable[[], Mapping[str, Mapping[str, float]]]
@@ -95,7 +108,10 @@ class NodeHealth:
     node_id: str
     thresholds: Thresholds
     figures: Figures | None = None
-    stale: bool = True
+    #: Not answering its probes (see the module docstring): no new download.
+    stale: bool = False
+    #: Seconds since its last answer (None: never answered).
+    answer_age_s: float | None = None
 
     @property
     def verdict(self) -> tuple[bool, str]:
@@ -118,7 +134,16 @@ class NodeHealth:
             "healthy": self.healthy,
             "reason": self.reason,
             "stale": self.stale,
+            "answer_age_s": None if self.answer_age_s is None else round(self.answer_age_s, 1),
         }
+
+    @property
+    def takes_work(self) -> tuple[bool, str]:
+        """Whether placement may give it a download, and why not: answering, and healthy."""
+        if self.stale:
+            age = "never" if self.answer_age_s is None else f"for {self.answer_age_s:.1f} s"
+            return False, f"no answer to the health probes ({age})"
+        return self.verdict
 
 
 # -- the pure part -------------------------------------------------------------------------
@@ -189,40 +214,72 @@ def _existing(path: Path) -> Path:
 
 
 class HealthMonitor:
-    """Probes the nodes each round and keeps every node's last health."""
+    """Probes the nodes each round and keeps every node's last figures and answer time."""
 
     def __init__(
         self,
         settings: Settings,
         probe: Probe,
         resources: NodeResources | None = None,
-        timeout_s: float = PROBE_TIMEOUT_S,
+        timeout_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.probe = probe
         self.resources = resources
-        self.timeout_s = timeout_s
-        self._health: dict[str, NodeHealth] = {}
-        self._pending: dict[str, asyncio.Future[Any]] = {}
+        self.interval_s = settings.health_probe_seconds
+        #: How long a round waits for the probes it sent (the first: FIRST_ANSWER_S).
+        self.wait_s = self.interval_s * ROUND_WAIT_SHARE if timeout_s is None else timeout_s
+        self.clock = clock
+        self._figures: dict[str, Figures] = {}
+        self._thresholds: dict[str, Thresholds] = {}
+        self._answered_at: dict[str, float] = {}
+        self._pending: dict[str, tuple[float, asyncio.Future[Any]]] = {}
+        self._rounds = 0
+
+    @property
+    def round_s(self) -> float:
+        """How often rounds should run (``Fleet``'s loop): twice per interval."""
+        return self.interval_s / ROUNDS_PER_INTERVAL
 
     def get(self, node_id: str) -> NodeHealth | None:
-        return self._health.get(node_id)
+        thresholds = self._thresholds.get(node_id)
+        if thresholds is None:
+            return None
+        return NodeHealth(
+            node_id, thresholds, self._figures.get(node_id), self.stale(node_id), self.age(node_id)
+        )
 
     def all(self) -> dict[str, NodeHealth]:
-        return dict(self._health)
+        return {n: h for n in self._thresholds if (h := self.get(n)) is not None}
+
+    def age(self, node_id: str) -> float | None:
+        """Seconds since the node last answered (None: never)."""
+        answered = self._answered_at.get(node_id)
+        return None if answered is None else max(0.0, self.clock() - answered)
+
+    def stale(self, node_id: str) -> bool:
+        """Not answering: no answer for an interval, or a first answer overdue."""
+        age = self.age(node_id)
+        if age is not None:
+            return age > self.interval_s
+        pending = self._pending.get(node_id)
+        return pending is not None and self.clock() - pending[0] > FIRST_ANSWER_S
 
     async def refresh(self, node_ids: Iterable[str]) -> dict[str, NodeHealth]:
-        """One round: probe every node (at most one probe in flight each), wait up to the
-        timeout, judge. Never raises: a node that fails or is late is marked stale."""
+        """One round: probe every node that has no probe in flight, wait a little for these
+        answers (the first round: up to FIRST_ANSWER_S), note the thresholds. Never raises:
+        answers are recorded whenever they come, a failed probe is simply no answer."""
         ids = set(node_ids)
         resources = await self._resources()
         self._forget_except(ids)
-        for node_id in ids - self._pending.keys():
-            self._pending[node_id] = self._submit(node_id)
-        if self._pending:
-            await asyncio.wait(list(self._pending.values()), timeout=self.timeout_s)
+        sent = [self._send(node_id) for node_id in ids - self._pending.keys()]
+        wait_s = FIRST_ANSWER_S if self._rounds == 0 else self.wait_s
+        self._rounds += 1
+        if sent:
+            await asyncio.wait(sent, timeout=wait_s)
         for node_id in ids:
-            self._judge(node_id, node_thresholds(self.settings, resources.get(node_id, {})))
+            self._thresholds[node_id] = node_thresholds(self.settings, resources.get(node_id, {}))
         return self.all()
 
     async def _resources(self) -> Mapping[str, Mapping[str, float]]:
@@ -234,35 +291,39 @@ class HealthMonitor:
             log.warning("reading node resources for health thresholds failed: %s", e)
             return {}
 
-    def _submit(self, node_id: str) -> asyncio.Future[Any]:
+    def _send(self, node_id: str) -> asyncio.Future[Any]:
         async def call() -> Any:
             return await self.probe(node_id)
 
-        return asyncio.ensure_future(call())
+        future = asyncio.ensure_future(call())
+        self._pending[node_id] = (self.clock(), future)
+        future.add_done_callback(lambda done: self._answer(node_id, done))
+        return future
 
-    def _judge(self, node_id: str, thresholds: Thresholds) -> None:
-        last = self._health.get(node_id)
-        figures, stale = (last.figures if last else None), True
-        future = self._pending.get(node_id)
-        if future is not None and future.done():
+    def _answer(self, node_id: str, future: asyncio.Future[Any]) -> None:
+        """A probe ended: its figures are the node's now (a failure is no answer)."""
+        if self._pending.get(node_id, (0, None))[1] is future:
             del self._pending[node_id]
-            try:
-                figures, stale = Figures.parse(future.result()), False
-            except Exception as e:  # the probe failed (node gone, worker died): keep the last
-                log.warning("health probe of node %s failed: %s", node_id[:12], e)
-        self._health[node_id] = NodeHealth(node_id, thresholds, figures, stale)
+        if future.cancelled():
+            return
+        try:
+            self._figures[node_id] = Figures.parse(future.result())
+        except Exception as e:  # the probe failed (node gone, worker died): keep the last
+            log.warning("health probe of node %s failed: %s", node_id[:12], e)
+            return
+        self._answered_at[node_id] = self.clock()
 
     def _forget_except(self, ids: set[str]) -> None:
         """Drop nodes that are gone, and cancel their probes."""
         for node_id in list(self._pending):
             if node_id not in ids:
-                future = self._pending.pop(node_id)
+                _, future = self._pending.pop(node_id)
                 future.cancel()
                 with contextlib.suppress(BaseException):
                     future.exception()  # silence "exception never retrieved"
-        for node_id in list(self._health):
-            if node_id not in ids:
-                del self._health[node_id]
+        for table in (self._figures, self._thresholds, self._answered_at):
+            for node_id in [n for n in table if n not in ids]:
+                del table[node_id]
 
     def close(self) -> None:
         self._forget_except(set())

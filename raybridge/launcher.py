@@ -71,6 +71,7 @@ class RayLauncher:
             NodeView(
                 node_id=n["NodeID"],
                 alive=bool(n["Alive"]),
+                host=str(n.get("NodeManagerHostname") or n.get("NodeManagerAddress") or ""),
                 gpus=float(n["Resources"].get("GPU", 0)),
                 download_slots=float(n["Resources"].get(DOWNLOAD_SLOT, 0)),
             )

@@ -23,8 +23,9 @@ A job resumed after a bridge restart prefers the node that holds its download (`
 long as that node is alive and still has analysers, whatever its look-ahead or health, since its
 video is already there.
 
-A node that is not ``healthy`` (too little free disk or memory, measured on it: see health.py)
-gets no new download until it recovers; the jobs it holds carry on.
+A node that is not ``healthy`` (too little free disk or memory, measured on it, or no answer to
+its health probes for ``health_probe_seconds``: see health.py) gets no new download until it
+recovers; the jobs it holds carry on.
 
 Cluster resources (``ray start --resources``; the README copies these lines)
 ---------------------------------------------------------------------------
@@ -55,6 +56,8 @@ class NodeView:
 
     node_id: str
     alive: bool = True
+    #: The node's host name, for people (placement never uses it).
+    host: str = ""
     gpus: float = 0.0
     download_slots: float = 0.0
     #: Warm analysis actors on this node (0: it cannot analyse, so it gets no downloads).

@@ -3,10 +3,10 @@
 This is the edge where the Ray parts are built: ``RayBridge`` is the Bridge with the Ray
 launcher and health probe (launcher.py), made remote by ``spawn_bridge``.
 
-``run_bridge`` connects Ray (``VIDBRIEF_RAY_ADDRESS``, or a local Ray with download and report
-resources; connecting to an address, it ships the vidbrief packages to the workers unless
-``VIDBRIEF_SHIP_CODE=false``), resolves Redis (``ingest.connect.redis_url``), starts the bridge
-actor, and waits.
+``run_bridge`` connects Ray (``VIDBRIEF_RAY_ADDRESS``, else Ray's own ``RAY_ADDRESS``, else a
+private local Ray with download and report resources; connecting to an address, it ships the
+vidbrief packages to the workers unless ``VIDBRIEF_SHIP_CODE=false``), resolves Redis
+(``ingest.connect.redis_url``), starts the bridge actor, and waits.
 SIGTERM or SIGINT drains it (read nothing new, wait up to ``drain_grace_seconds`` for the jobs
 in flight, leave the rest pending for the next bridge) and returns 0.
 
@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -35,6 +36,7 @@ from ingest.connect import as_secret
 from ingest.errors import BridgeStartTimeout
 from ingest.events import bridge_source
 from ingest.settings import Settings, get_settings
+from raybridge import logs
 from raybridge.actor import Bridge
 from raybridge.health import HealthMonitor
 from raybridge.steps import Progress
@@ -54,7 +56,10 @@ DRAIN_EXTRA_S = 30.0
 #: How long a local Ray's processes get to exit after ``ray.shutdown()`` before a SIGKILL.
 RAY_EXIT_TIMEOUT_S = 15.0
 EXIT_OK, EXIT_FAILED = 0, 1
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: Ray's own variable naming the cluster to join (``VIDBRIEF_RAY_ADDRESS`` wins over it).
+RAY_ADDRESS_VARIABLE = "RAY_ADDRESS"
+#: Ray's switch that keeps a Ray single-node on 127.0.0.1 (see ``private_ray_switch``).
+RAY_SWITCH_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 #: The packages a worker imports for the chain: shipped so a worker node needs only Ray and the
 #: heavy libraries (torch, PyAV, ...), and always runs the driver's version of our code.
 SHIPPED_PACKAGES = ("ingest", "pipeline", "raybridge", "vidbrief", "webhooks")
@@ -100,29 +105,72 @@ class BridgeHandle:
         return stats
 
 
+def ray_address(settings: Settings) -> tuple[str | None, str]:
+    """The Ray cluster to join and which setting named it: ``VIDBRIEF_RAY_ADDRESS``, else Ray's
+    own ``RAY_ADDRESS``; (None, …) for a private local Ray."""
+    if settings.ray_address:
+        return settings.ray_address, "VIDBRIEF_RAY_ADDRESS"
+    return os.environ.get(RAY_ADDRESS_VARIABLE) or None, RAY_ADDRESS_VARIABLE
+
+
 def connect_ray(settings: Settings) -> bool:
-    """Connect to ``settings.ray_address`` or start a local Ray. True when this call did it."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray on 127.0.0.1
+    """Connect to the configured Ray cluster or start a local Ray. True when this call did it."""
     import ray
 
     from pipeline.chain import DOWNLOAD_SLOT, REPORT_NODE
 
     if ray.is_initialized():
         return False
-    if settings.ray_address:
-        ray.init(address=settings.ray_address, runtime_env=shipped_code(settings))
-    else:
-        # address="local": always a new Ray of our own, never another program's cluster that
-        # happens to run on this machine.
-        before = {p.pid for p in _children()}
+    address, named_by = ray_address(settings)
+    logging_config = logs.ray_logging(settings)
+    if address:
+        log.info("joining the Ray cluster at %s (%s)", address, named_by)
+        ray.init(address=address, runtime_env=shipped_code(settings), logging_config=logging_config)
+        if logging_config is not None:
+            logs.hand_over_to_ray()
+        return True
+    log.info("no VIDBRIEF_RAY_ADDRESS or RAY_ADDRESS: starting a private Ray on 127.0.0.1")
+    # address="local": always a new Ray of our own, never another program's cluster that
+    # happens to run on this machine.
+    before = {p.pid for p in _children()}
+    with private_ray_switch():
         ray.init(
             address="local",
             num_cpus=settings.ray_num_cpus,
             include_dashboard=False,
             resources={DOWNLOAD_SLOT: settings.ray_download_slots, REPORT_NODE: 1},
+            logging_config=logging_config,
         )
-        _local_ray[:] = [p for p in _children() if p.pid not in before]
+    if logging_config is not None:
+        logs.hand_over_to_ray()
+    _local_ray[:] = [p for p in _children() if p.pid not in before]
+    log.info("private Ray started at %s", ray.get_runtime_context().gcs_address)
     return True
+
+
+@contextlib.contextmanager
+def private_ray_switch() -> Iterator[None]:
+    """Ray's Windows/OSX switch turned on (multi-node off) while a private local Ray starts.
+
+    With ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` Ray binds 127.0.0.1 and takes no other node:
+    right for a Ray of our own, wrong anywhere else — exported, it makes ``ray start --address``
+    on a Linux worker abort. So it is set only around the start of the private Ray, never
+    around a cluster connect, and not left in the environment for whatever runs later. Ray
+    reads it once, on import, so its parsed copy is switched too.
+    """
+    from ray._private import ray_constants
+
+    saved_env, saved_flag = os.environ.get(RAY_SWITCH_VARIABLE), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[RAY_SWITCH_VARIABLE] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(RAY_SWITCH_VARIABLE, None)
+        else:
+            os.environ[RAY_SWITCH_VARIABLE] = saved_env
 
 
 def disconnect_ray(started: bool) -> None:
@@ -230,7 +278,7 @@ def start_bridge(settings: Settings, redis_url: str | SecretStr) -> BridgeHandle
 
 def run_bridge(settings: Settings) -> int:
     """Run a bridge until SIGTERM or SIGINT, then drain. The exit status: 0 after a drain."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    logs.configure(settings)
     from ingest.connect import redis_url
 
     url = redis_url(settings)

@@ -34,11 +34,23 @@ from ingest.settings import Settings
 if TYPE_CHECKING:
     from raybridge.run import BridgeHandle
 
-# A private local Ray stays on loopback (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 makes Ray bind
-# 127.0.0.1 and take no other node) and quiet.
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def _keep_test_rays_private() -> None:
+    """The Rays the tests start in this process (``ray.init(address="local")``, cluster_utils)
+    stay on 127.0.0.1 and take no other node: what RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 does,
+    switched in Ray's parsed copy of it (read once, on import) rather than exported. In the
+    environment it would reach every program the tests start, and ``ray start --address``
+    aborts under it (tests/test_ops_ray_cluster.py starts real ``ray start`` nodes).
+    raybridge.run switches it the same way, around its private Ray only."""
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+_keep_test_rays_private()
 
 REPO = Path(__file__).resolve().parents[1]
 

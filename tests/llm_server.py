@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 CHAT_PATH = "/v1/chat/completions"
+MODELS_PATH = "/v1/models"
 CHARS_PER_TOKEN = 4  # for the usage the server reports
 IDLE_CONNECTION_TIMEOUT_S = 5  # keep-alive handler threads give up after this
 SHUTDOWN_POLL_S = 0.02  # how quickly serve_forever notices shutdown()
@@ -109,9 +110,18 @@ def completion(model: str, content: str, prompt_chars: int, n: int) -> dict[str,
 class LLMServer:
     """The server; a context manager that starts it on a free loopback port and stops it."""
 
-    def __init__(self, responder: Responder = brief_from_prompt, delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        responder: Responder = brief_from_prompt,
+        delay_s: float = 0.0,
+        *,
+        models: tuple[str, ...] = (),
+        api_key: str | None = None,
+    ) -> None:
         self.responder = responder
         self.delay_s = delay_s  # added to every chat request (to make concurrency observable)
+        self.models = models  # GET /v1/models lists these (none: that path is a 404 too)
+        self.api_key = api_key  # set: any other bearer key is answered 401
         self.requests: list[Recorded] = []
         self.max_in_flight = 0
         self._in_flight = 0
@@ -175,7 +185,22 @@ def _handler_class(server: LLMServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             self._record(None)
+            if self._refused():
+                return
+            if self.path == MODELS_PATH and server.models:
+                listed = [{"id": m, "object": "model", "owned_by": "test"} for m in server.models]
+                self._send(200, {"object": "list", "data": listed})
+                return
             self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+
+        def _refused(self) -> bool:
+            """A 401 (like the API's, naming no key) when a key is required and not this one."""
+            sent = self.headers.get("Authorization", "")
+            if server.api_key is None or sent == f"Bearer {server.api_key}":
+                return False
+            error = {"message": "Incorrect API key provided", "code": "invalid_api_key"}
+            self._send(401, {"error": {**error, "type": "invalid_request_error"}})
+            return True
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -185,6 +210,8 @@ def _handler_class(server: LLMServer) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 body = raw.decode("utf-8", "replace")
             self._record(body)
+            if self._refused():
+                return
             if self.path != CHAT_PATH:
                 self._send(404, {"error": {"message": "not found"}})
                 return

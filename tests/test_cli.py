@@ -58,4 +58,4 @@ def test_schema_prints_the_json_schema(vidbrief):
 
 def test_status_of_an_unknown_job_is_an_error(vidbrief):
     result = vidbrief("status", "nope")
-    assert result.returncode == 1 and "no job nope" in result.stderr
+    assert result.returncode == 5 and "no job nope" in result.stderr

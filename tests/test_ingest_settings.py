@@ -84,11 +84,11 @@ def test_a_secret_file_is_validated_like_the_variable(tmp_path: Path) -> None:
     (folder / "vidbrief_webhook_secret").write_text("not-a-whsec-secret\n")
     result = vidbrief("config", cwd=tmp_path, VIDBRIEF_SECRETS_DIR=str(folder))
     assert result.returncode != 0
-    assert "webhook_secret" in result.stderr and "whsec_" in result.stderr
+    assert "webhook_secret" in result.stderr.lower() and "whsec_" in result.stderr
     assert "not-a-whsec-secret" not in result.stderr
 
 
 def test_a_secrets_folder_that_does_not_exist_is_an_error_not_ignored(tmp_path: Path) -> None:
     result = vidbrief("config", cwd=tmp_path, VIDBRIEF_SECRETS_DIR=str(tmp_path / "typo"))
     assert result.returncode != 0
-    assert "secrets_dir" in result.stderr and "not a directory" in result.stderr
+    assert "secrets_dir" in result.stderr.lower() and "not a directory" in result.stderr

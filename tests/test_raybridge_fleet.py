@@ -154,3 +154,60 @@ def test_leaving_a_node_frees_it_only_once(make_settings: Callable[..., Settings
         return held, dict(fleet.window.assigned_per_node())
 
     assert asyncio.run(main()) == ({"b": 1}, {})
+
+
+def test_a_node_that_stops_answering_gets_no_download_within_one_probe_interval(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A killed raylet answers no probe; Ray calls the node dead only after about 15 s. The
+    bridge stops sending it downloads once its last answer is a probe interval old, while a
+    node that keeps answering never goes stale, however long the silent one's probe hangs."""
+    interval_s = 0.4
+    silent: set[str] = set()
+
+    async def probe(node_id: str) -> dict[str, float]:
+        if node_id in silent:
+            await asyncio.Event().wait()  # never answers
+        return {"disk_free_bytes": 100_000 * MIB, "memory_available_bytes": 100_000 * MIB}
+
+    async def main() -> tuple[str, list[str], float, bool]:
+        settings = make_settings(health_probe_seconds=interval_s)
+        fleet, _ = fleet_of(settings, [TWO_GPUS, ONE_GPU], probe=probe)
+        fleet.health.wait_s = interval_s / 4  # as built by the bridge (the fixture passes 1 s)
+        await fleet.refresh_nodes()
+        await fleet.wait_warm()
+        await fleet.refresh_health()
+
+        async def rounds() -> None:
+            while True:
+                await asyncio.sleep(fleet.health_round_s)
+                await fleet.refresh_health()
+
+        loop = asyncio.create_task(rounds())
+        before = await fleet.acquire_node(fleet.window.add(Slot("j0", "0-0")), None)
+        fleet.leave_node(fleet.window.get("j0"), Phase.FINISHING)
+        silent.add("a")
+        killed_at = asyncio.get_running_loop().time()
+        b_stale = False
+        while not fleet.health.stale("a"):
+            b_stale |= fleet.health.stale("b")
+            await asyncio.sleep(0.01)
+        noticed_s = asyncio.get_running_loop().time() - killed_at
+        placed = []
+        for i in range(1, 4):  # a has two GPUs: it would win every one of these
+            slot = fleet.window.add(Slot(f"j{i}", f"{i}-0"))
+            placed.append(await asyncio.wait_for(fleet.acquire_node(slot, None), 5))
+            fleet.downloaded(slot, float(i))
+            fleet.analysed(slot, float(i))  # b is free again for the next one
+        for _ in range(int(3 * interval_s / 0.01)):  # a while longer: b stays fresh
+            b_stale |= fleet.health.stale("b")
+            await asyncio.sleep(0.01)
+        loop.cancel()
+        fleet.close()
+        return before, placed, noticed_s, b_stale
+
+    before, placed, noticed_s, b_stale = asyncio.run(main())
+    assert before == "a"
+    assert noticed_s <= interval_s + 0.1  # within one probe interval (+ the 10 ms polling)
+    assert placed == ["b", "b", "b"]
+    assert not b_stale

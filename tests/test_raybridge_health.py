@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
 from typing import Any
@@ -32,7 +33,7 @@ from raybridge.health import (
 )
 from raybridge.metrics import BridgeMetrics
 from raybridge.placement import ClusterSnapshot, NodeView, choose_node
-from vidbrief.render import cluster_table
+from vidbrief.render import cluster_view, with_ages
 
 GIB = 1024 * MIB
 #: A threshold no test machine's disk reaches (MiB): about 1 PiB.
@@ -125,7 +126,9 @@ def raw(disk_gib: float) -> dict[str, float]:
 def test_monitor_marks_unhealthy_stale_and_recovered(
     make_settings: Callable[..., Settings],
 ) -> None:
-    settings = make_settings(max_download_mb=512, min_free_disk_mb=0, min_free_memory_mb=0)
+    settings = make_settings(
+        max_download_mb=512, min_free_disk_mb=0, min_free_memory_mb=0, health_probe_seconds=0.1
+    )
     probe = FakeProbe()
     monitor = HealthMonitor(settings, probe, timeout_s=0.2)
 
@@ -137,8 +140,10 @@ def test_monitor_marks_unhealthy_stale_and_recovered(
 
         probe.answers = {"a": raw(0.5), "b": "hang"}  # b keeps its last figures, stale
         health = await monitor.refresh(["a", "b"])
-        assert health["b"].healthy and health["b"].stale
+        assert health["b"].healthy and health["b"].stale  # no answer for 0.2 s > 0.1 s
         assert health["b"].figures.disk_free_bytes == 10 * GIB  # type: ignore[union-attr]
+        assert health["b"].takes_work[0] is False
+        assert "no answer to the health probes" in health["b"].takes_work[1]
 
         probe.answers = {"a": raw(2), "b": RuntimeError("node gone")}
         health = await monitor.refresh(["a", "b"])
@@ -202,17 +207,19 @@ HEARTBEAT = {
 }
 
 
-def test_cluster_table_renders_the_heartbeat() -> None:
+def test_cluster_view_renders_the_heartbeat() -> None:
     console = Console(record=True, width=200)
-    console.print(cluster_table({"bridge-1": HEARTBEAT}))
+    beat = {**HEARTBEAT, "updated_at": time.time(), "heartbeat_seconds": 2}
+    console.print(cluster_view(with_ages({"bridge-1": json.dumps(beat)}, 2.0)))
     text = console.export_text()
-    lines = {line.split("│")[2].strip(): line for line in text.splitlines() if "│ bridge-1" in line}
-    assert set(lines) == {"aaaaaaaaaaaa", "bbbbbbbbbbbb"}
-    assert "120.0 GiB" in lines["aaaaaaaaaaaa"] and "yes" in lines["aaaaaaaaaaaa"]
-    assert "3/5" in lines["aaaaaaaaaaaa"]  # jobs held / what its look-ahead allows
-    assert "download 6.0 s · analysis 2.5 s" in lines["aaaaaaaaaaaa"]
-    sick = lines["bbbbbbbbbbbb"]
-    assert "no disk free 1,024 MiB < 4,096 MiB" in sick and "stale" in sick
+    lines = {line.split()[0]: line for line in text.splitlines() if line[:4] in (" aaa", " bbb")}
+    assert set(lines) == {"aaaaaaaa", "bbbbbbbb"}
+    assert "120G" in lines["aaaaaaaa"] and " ok" in lines["aaaaaaaa"]
+    assert "3/5" in lines["aaaaaaaa"]  # jobs held / what its look-ahead allows
+    assert "6.0/2.5" in lines["aaaaaaaa"]  # measured download / analysis seconds
+    sick = lines["bbbbbbbb"]
+    assert "no answer" in sick and "disk free 1,024 MiB < 4,096 MiB" in sick
+    assert "bridge bridge-1 · heartbeat 0." in text
 
 
 def test_status_cluster_command_reads_the_heartbeats(
@@ -229,7 +236,8 @@ def test_status_cluster_command_reads_the_heartbeats(
     redis_client.hset(names.bridges, "bridge-1", json.dumps(HEARTBEAT))
     result = runner.invoke(app, ["status", "--cluster"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "bbbbbbbbbbbb" in result.output and "stale" in result.output
+    assert "bbbbbbbb" in result.output and "no answer" in result.output
+    assert "STALE" in result.output  # no updated_at in that heartbeat: its age is unknown
     as_json = runner.invoke(app, ["status", "--cluster", "--json"])
     assert json.loads(as_json.output)["bridge-1"]["cluster"][1]["healthy"] is False
     assert runner.invoke(app, ["status"]).exit_code != 0  # neither a job nor --cluster

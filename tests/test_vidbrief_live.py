@@ -62,7 +62,7 @@ def test_show_events_filters_by_job_and_type(redis_client, names, client):
 
     shown, text = _render(client=client, follow=False, job_id="job-a", types=["vidbrief.step.*"])
     assert shown == 2
-    assert "step.started" in text and "step.completed" in text and "node-7f3a" in text
+    assert "download started" in text and "download completed" in text and "on node-7f3" in text
     assert "job-b" not in text and "job.accepted" not in text and "seconds=0.21" in text
 
     shown, text = _render(client=client, follow=False, types=["vidbrief.job"])
@@ -79,8 +79,8 @@ def test_show_events_follow_streams_new_matching_events(redis_client, names, cli
     _publish(redis_client, names, EventType.ACCEPTED, "job-a", "accepted")
 
     def later() -> None:
-        # the table of recent events, then the follow view's header: both have a summary column
-        wait_until("the follow view", lambda: buffer.getvalue().count("summary") >= 2, 10)
+        # the table of recent events, then the follow view's header: both have a details column
+        wait_until("the follow view", lambda: buffer.getvalue().count("details") >= 2, 10)
         _publish(redis_client, names, EventType.STEP_STARTED, "job-b", "x", step="download")
         _publish(
             redis_client,

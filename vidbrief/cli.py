@@ -4,25 +4,59 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from typer._click.exceptions import NoArgsIsHelpError
+from typer.core import TyperGroup
 
-from ingest.errors import (
-    JobTimeout,
-    NotReplayable,
-    UnknownDeadLetter,
-    VidbriefError,
-    WebhookRejected,
-)
+from ingest.errors import WebhookRejected
 from ingest.settings import Settings
 from vidbrief.bench import bench_app
+from vidbrief.exits import (
+    EXIT_CONFIG,
+    EXIT_NO,
+    EXIT_NOT_FOUND,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    explain,
+    redis_where,
+    settings_problem,
+)
 from vidbrief.health_check import health_app
+from vidbrief.terminal import clean, print_error
+
+#: How long a command waits for Redis to connect (TCP and a TLS handshake) and to answer; the
+#: longest blocking read a command makes (events --follow, submit --wait) is 1 s.
+REDIS_TIMEOUT_S = 3.0
+#: A dead-letter id is a stream id: milliseconds, then a sequence number.
+STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+
+
+class OneLineErrors(TyperGroup):
+    """Every error that reaches the top of a command ends as one line and its exit status
+    (vidbrief/exits.py); ``vidbrief --debug …`` lets it through with its traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, NoArgsIsHelpError):
+            raise
+        except Exception as e:
+            if ctx.find_root().params.get("debug"):
+                raise
+            code, message = explain(e)
+            print_error(err, message)
+            raise typer.Exit(code) from None
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     help="Turn videos into written briefs: a Redis stream in, a Ray chain, PDFs and webhooks out.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -41,26 +75,84 @@ out = Console()
 err = Console(stderr=True)
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
-    """One line on stderr, a non-zero exit: how every user error ends."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+@app.callback()
+def root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of an error, not one line.")
+    ] = False,
+) -> None:
+    """Turn videos into written briefs: a Redis stream in, a Ray chain, PDFs and webhooks out."""
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """One line on stderr, a non-zero exit: how every user error ends (exits.py)."""
+    print_error(err, message)
     raise typer.Exit(code)
 
 
 def settings() -> Settings:
     try:
         return Settings()
-    except ValueError as e:
-        fail(f"bad configuration: {e}")
+    except ValidationError as e:
+        fail(settings_problem(e), EXIT_CONFIG)
+    except ValueError as e:  # pydantic-settings could not decode a value (it names the field)
+        fail(f"invalid configuration: {e}", EXIT_CONFIG)
 
 
-def producer():
+def redis_client(s: Settings, *, start: bool):
+    """A client on the configured Redis, or on the embedded one; started only when ``start``
+    (commands that produce work), checked with a PING bounded in time."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from ingest.connect import redis_url
+    from ingest.redis_server import EmbeddedRedis
+
+    if s.redis_url is None and not start and EmbeddedRedis(s.state_dir).find() is None:
+        fail(
+            "the embedded Redis is not running, so there is nothing to show yet: "
+            "`vidbrief submit` or `vidbrief redis start` starts it (or set VIDBRIEF_REDIS_URL)",
+            EXIT_UNREACHABLE,
+        )
+    url = redis_url(s, start=start)
+    client = redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        health_check_interval=30,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+        socket_timeout=REDIS_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),  # a command answers now, or says why it cannot
+    )
+    try:
+        client.ping()
+    except redis.exceptions.AuthenticationError as e:
+        fail(
+            f"Redis at {redis_where(url)} refused the credentials: {e} "
+            "(check the password in VIDBRIEF_REDIS_URL)",
+            EXIT_CONFIG,
+        )
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+        fail(
+            f"cannot reach Redis at {redis_where(url)}: {e}{_tls_hint(url)} "
+            "(check VIDBRIEF_REDIS_URL)",
+            EXIT_UNREACHABLE,
+        )
+    return client
+
+
+def _tls_hint(url: str) -> str:
+    if url.startswith("rediss://"):
+        return "; rediss:// needs a Redis that speaks TLS, redis:// is a plain one"
+    return ""
+
+
+def producer(*, start: bool = False):
     """A producer client on the configured (or embedded) Redis."""
     from ingest.client import Client
-    from ingest.connect import connect
 
     s = settings()
-    return Client(connect(s), s.names)
+    return Client(redis_client(s, start=start), s.names)
 
 
 # ---------------------------------------------------------------- producer commands
@@ -95,12 +187,17 @@ def submit(
         "producer": producer_name,
     }
     request = parse_request({k: v for k, v in raw.items() if v is not None})
-    client = producer()
+    client = producer(start=True)
     since = client.last_event_id() if wait else None
     result = client.submit(request)
     print(result.job_id)
     if not result.created:
-        err.print(f"job {result.job_id} exists already ({result.status}); not enqueued again")
+        err.print(
+            f"job {clean(result.job_id)} exists already ({clean(result.status)}); "
+            "not enqueued again",
+            markup=False,
+            highlight=False,
+        )
     if wait:
         _wait_and_show(client, result.job_id, since, timeout)
 
@@ -108,13 +205,10 @@ def submit(
 def _wait_and_show(client, job_id: str, since: str | None, timeout: float | None) -> None:
     from ingest.events import EventType
 
-    try:
-        event = client.wait(job_id, timeout_s=timeout, since=since)
-    except JobTimeout as e:
-        fail(str(e), code=3)
-    err.print(f"{event.type} {json.dumps(event.data)}", highlight=False)
+    event = client.wait(job_id, timeout_s=timeout, since=since)  # JobTimeout: exit 6
+    err.print(f"{event.type} {json.dumps(event.data)}", markup=False, highlight=False)
     if event.type != EventType.COMPLETED:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_NO)
 
 
 @app.command()
@@ -167,30 +261,38 @@ def status(
         return
     if job_id is None:
         fail("give a job id, or --cluster")
-    state = producer().status(job_id)
+    client = producer()
+    state = client.status(job_id)
     if state is None:
-        fail(f"no job {job_id}", code=1)
+        fail(f"no job {job_id}", EXIT_NOT_FOUND)
     if as_json:
         print(state.model_dump_json(indent=2))
         return
-    from vidbrief.render import job_table
+    from vidbrief.render import job_view
 
-    out.print(job_table(state))
+    out.print(job_view(state, _hosts(client)))
+
+
+def _hosts(client) -> dict[str, str]:
+    """Node id → host name, from the running bridges' heartbeats."""
+    from vidbrief.render import hosts_from, with_ages
+
+    return hosts_from(with_ages(client.redis.hgetall(client.names.bridges), 1.0))
 
 
 def _show_cluster(as_json: bool) -> None:
     """The nodes from each bridge's heartbeat (``names.bridges``): Ray is not imported."""
-    from ingest.connect import connect
-    from vidbrief.render import cluster_table
+    from vidbrief.render import cluster_view, with_ages
 
     s = settings()
-    beats = {name: json.loads(raw) for name, raw in connect(s).hgetall(s.names.bridges).items()}
+    raw = redis_client(s, start=False).hgetall(s.names.bridges)
+    beats = with_ages(raw, s.heartbeat_seconds)
     if as_json:
         print(json.dumps(beats, indent=2))
     elif not beats:
-        fail("no bridge is running (no heartbeat in Redis)", code=1)
+        fail("no bridge is running (no heartbeat in Redis)", EXIT_NO)
     else:
-        out.print(cluster_table(beats))
+        out.print(cluster_view(beats))
 
 
 @app.command()
@@ -202,12 +304,25 @@ def events(
     type_: Annotated[
         list[str] | None, typer.Option("--type", help="Event type or prefix*.")
     ] = None,
-    count: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="Stop after this many events.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One CloudEvent JSON document per line.")
+    ] = False,
 ) -> None:
     """Show the event stream (CloudEvents)."""
     from vidbrief.live import show_events
 
-    show_events(producer(), follow=follow, job_id=job, types=type_, console=out, max_events=count)
+    client = producer()
+    show_events(
+        client,
+        follow=follow,
+        job_id=job,
+        types=type_,
+        console=out,
+        max_events=count,
+        as_json=as_json,
+        hosts=_hosts(client),
+    )
 
 
 @app.command()
@@ -215,11 +330,10 @@ def cancel(job_id: str) -> None:
     """Cancel a queued or running job."""
     state = producer().cancel(job_id)
     if state is None:
-        fail(f"no job {job_id}", code=1)
+        fail(f"no job {job_id}", EXIT_NOT_FOUND)
     if state.status.finished:
-        err.print(f"job {job_id} already finished: {state.status}")
-        raise typer.Exit(1)
-    err.print(f"cancel requested for {job_id}")
+        fail(f"job {job_id} already finished: {state.status}", EXIT_NO)
+    err.print(f"cancel requested for {clean(job_id)}", markup=False, highlight=False)
 
 
 @app.command()
@@ -231,28 +345,54 @@ def schema() -> None:
 
 
 @app.command("config")
-def show_config() -> None:
-    """Show the effective configuration (secrets masked)."""
-    print(json.dumps(settings().masked(), indent=2, default=str))
+def show_config(
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Check the whole configuration (names, URLs, Redis, Ray, the LLM endpoint) "
+            "instead: exit 4 if a value is invalid, 3 if a service does not answer.",
+        ),
+    ] = False,
+) -> None:
+    """Show the effective configuration (secrets masked), or check it."""
+    from vidbrief.config_check import check_all, exit_code, show
+
+    s = settings()
+    if check:
+        findings = check_all(s)
+        print("\n".join(show(findings)))
+        raise typer.Exit(exit_code(findings))
+    print(json.dumps(s.masked(), indent=2, default=str))
+    for line in show(check_all(s, network=False), quiet_ok=True):
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- dead letters
 @dead_app.command("list")
-def dead_list(count: int = 20) -> None:
+def dead_list(
+    count: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False,
+) -> None:
     """Show the newest dead letters."""
-    from vidbrief.render import dead_table
+    from vidbrief.render import dead_json, dead_table
 
-    out.print(dead_table(producer().dead_letters(count)))
+    letters = producer().dead_letters(count)
+    if as_json:
+        print(json.dumps(dead_json(letters), indent=2))
+    else:
+        out.print(dead_table(letters))
 
 
 @dead_app.command("replay")
 def dead_replay(dead_id: str) -> None:
     """Put a dead letter's job back on the jobs stream."""
-    try:
-        new_id = producer().replay_dead(dead_id)
-    except (UnknownDeadLetter, NotReplayable) as e:
-        fail(str(e), code=1)
-    print(new_id)
+    if not STREAM_ID.match(dead_id):
+        fail(
+            f"{dead_id!r} is not a dead-letter id (they look like 1767225600000-0: "
+            "see `vidbrief dead list`)"
+        )
+    print(producer().replay_dead(dead_id))  # UnknownDeadLetter: exit 5
 
 
 # ---------------------------------------------------------------- embedded redis
@@ -282,17 +422,26 @@ def redis_url_cmd() -> None:
 
     server = EmbeddedRedis(settings().state_dir).find()
     if server is None:
-        fail("the embedded Redis is not running (vidbrief redis start)", code=1)
+        fail("the embedded Redis is not running (vidbrief redis start)", EXIT_UNREACHABLE)
     print(server.url)
 
 
 # ---------------------------------------------------------------- services
 @app.command()
 def bridge() -> None:
-    """Run the bridge against VIDBRIEF_REDIS_URL and VIDBRIEF_RAY_ADDRESS until SIGTERM."""
+    """Run the bridge against VIDBRIEF_REDIS_URL and the Ray cluster (VIDBRIEF_RAY_ADDRESS or
+    RAY_ADDRESS; a private local Ray without either) until SIGTERM. The configuration is
+    checked first (`vidbrief config --check`): an invalid one stops it before it starts."""
     from raybridge.run import run_bridge
+    from vidbrief.config_check import check_all, exit_code, for_the_bridge, show
 
-    raise typer.Exit(run_bridge(settings()))
+    s = settings()
+    findings = for_the_bridge(check_all(s))
+    for line in show(findings, quiet_ok=True):
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
+    if code := exit_code(findings):
+        fail("the bridge did not start: its configuration fails the check above", code)
+    raise typer.Exit(run_bridge(s))
 
 
 @app.command("webhook-worker")
@@ -325,7 +474,9 @@ def verify_webhook_cmd(
     try:
         event = verify_webhook_files(body, secret, header or (), headers_file)
     except WebhookRejected as e:
-        fail(f"not verified: {e}", code=1)
+        fail(f"not verified: {e}", EXIT_NO)
+    except OSError as e:
+        fail(f"cannot read {e.filename}: {e.strerror} (--body, --headers-file)")
     err.print("[green]verified[/]")
     print(json.dumps(event, indent=2))
 
@@ -355,14 +506,20 @@ def export(
     compact: Annotated[bool, typer.Option(help="Merge each day's small files into one.")] = False,
     day: Annotated[str | None, typer.Option(help="Only this day (YYYY-MM-DD).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+    as_json: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
 ) -> None:
     """Print (or compact) the Parquet dataset of finished jobs (VIDBRIEF_DATASET_URL)."""
-    from pipeline.dataset import export as export_rows
+    from pipeline.dataset import EXPORT_FORMATS, export_rows, print_rows
+    from vidbrief.render import dataset_table
 
-    try:
-        export_rows(settings(), compact=compact, day=day, fmt=fmt, out=sys.stdout)
-    except ValueError as e:
-        fail(str(e))
+    fmt = "json" if as_json else fmt
+    if fmt not in EXPORT_FORMATS:
+        fail(f"--format {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
+    rows = export_rows(settings(), compact=compact, day=day)
+    if fmt == "table":
+        out.print(dataset_table(rows))
+    else:
+        print_rows(rows, fmt, sys.stdout)
 
 
 @app.command()
@@ -376,20 +533,20 @@ def demo(
 
 
 def main() -> None:
-    """Entry point: user errors end with one line, not a traceback."""
-    import redis
-
+    """Entry point: every error ends with one line and its exit status (exits.py), not a
+    traceback; errors inside a command are turned into that line by OneLineErrors, the ones
+    of the top-level options here."""
     try:
-        app(standalone_mode=True)
-    except VidbriefError as e:
-        _exit(str(e))
-    except redis.exceptions.ConnectionError as e:
-        _exit(f"cannot reach Redis: {e} (check VIDBRIEF_REDIS_URL)")
-
-
-def _exit(message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    sys.exit(2)
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as e:
+        e.show()
+        code = EXIT_USAGE
+    except Exception as e:
+        if "--debug" in sys.argv[1:]:
+            raise
+        code, message = explain(e)
+        print_error(err, message)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -7,20 +7,27 @@ Recent events print as one table; ``follow`` then streams one aligned line per n
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import dataclasses
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from ingest.client import Client
 from ingest.events import Event, EventFilter
+from vidbrief.terminal import clean
 
 RECENT_EVENTS = 50  # what the non-follow view (and the start of follow) shows at most
-SUMMARY_CHARS = 80
-# (name, width of the follow view's column; 0: the rest of the line)
-COLUMNS = (("time", 12), ("type", 15), ("job", 20), ("step", 8), ("node", 12), ("summary", 0))
+SUMMARY_CHARS = 120
+# (name, width of the follow view's column; 0: the rest of the line). 12 + 16 + 18 + 4 spaces
+# leave 30 characters of details on an 80-column terminal.
+COLUMNS = (("time", 12), ("job", 16), ("event", 18), ("details", 0))
+#: Characters of a node id shown when its host is not known.
+NODE_ID_CHARS = 8
 _SHOWN_ELSEWHERE = frozenset({"step", "node"})
 
 TYPE_STYLE = {
@@ -44,35 +51,65 @@ def show_events(
     types: Sequence[str] | None = None,
     console: Console | None = None,
     max_events: int | None = None,
+    *,
+    as_json: bool = False,
+    hosts: Mapping[str, str] | None = None,
 ) -> int:
     """Show recent events, then (``follow``) new ones as they come; return how many were shown.
 
     Stops after ``max_events`` shown, at the end of the stream without ``follow``, or on Ctrl-C.
+    ``as_json``: one CloudEvent JSON document per line instead (JSON Lines, for ``jq``).
+    ``hosts``: node id → host name, to name nodes.
     """
     console = console or Console()
+    view = _View(console, as_json, hosts or {})
     wanted = EventFilter(job_id, tuple(types or ()))
     keep = RECENT_EVENTS if max_events is None else min(RECENT_EVENTS, max_events)
     recent, last_seen = client.recent_events(wanted, keep)
-    if recent or not follow:
-        console.print(events_table(recent))
+    view.recent(recent, show_empty=not follow)
     shown = len(recent)
     if not follow or (max_events is not None and shown >= max_events):
         return shown
-    return shown + _stream(client, last_seen, wanted, console, _remaining(max_events, shown))
+    return shown + _stream(client, last_seen, wanted, view, _remaining(max_events, shown))
+
+
+@dataclasses.dataclass
+class _View:
+    """How events are printed: an aligned table and lines, or JSON Lines."""
+
+    console: Console
+    as_json: bool
+    hosts: Mapping[str, str]
+
+    def recent(self, events: Sequence[Event], *, show_empty: bool) -> None:
+        if self.as_json:
+            for event in events:
+                self.line(event)
+        elif events or show_empty:
+            self.console.print(events_table(events, self.hosts))
+
+    def header(self) -> None:
+        if not self.as_json:
+            self.console.print(_header_line(), highlight=False)
+
+    def line(self, event: Event) -> None:
+        if self.as_json:
+            document = json.dumps(dataclasses.asdict(event), ensure_ascii=True)
+            self.console.out(document, highlight=False)
+        else:
+            self.console.print(event_line(event, self.hosts), highlight=False, soft_wrap=True)
 
 
 def _remaining(max_events: int | None, shown: int) -> int | None:
     return None if max_events is None else max_events - shown
 
 
-def _stream(
-    client: Client, since: str, wanted: EventFilter, console: Console, limit: int | None
-) -> int:
-    console.print(_header_line(), highlight=False)
+def _stream(client: Client, since: str, wanted: EventFilter, view: _View, limit: int | None) -> int:
+    view.header()
     shown = 0
     try:
         for event in _matching(client.events(since, follow=True), wanted):
-            console.print(event_line(event), highlight=False, soft_wrap=True)
+            view.line(event)
             shown += 1
             if limit is not None and shown >= limit:
                 break
@@ -86,21 +123,29 @@ def _matching(events: Iterator[Event], wanted: EventFilter) -> Iterator[Event]:
 
 
 # ----------------------------------------------------------------------------- rendering
-def events_table(events: Sequence[Event]) -> Table:
+def events_table(events: Sequence[Event], hosts: Mapping[str, str] | None = None) -> Table:
     """The events as one table, oldest first."""
-    table = Table(title=f"{len(events)} event(s)", title_justify="left")
-    for name, _ in COLUMNS:
-        wrap = name in ("summary", "job")
-        table.add_column(name, overflow="fold" if wrap else "ellipsis", no_wrap=not wrap)
+    table = Table(
+        title=f"{len(events)} event(s)", title_justify="left", box=box.SIMPLE_HEAD, expand=True
+    )
+    for name, width in COLUMNS:
+        fixed = name in ("time", "event")
+        table.add_column(
+            name,
+            overflow="fold",
+            no_wrap=fixed,
+            max_width=width or None,
+            ratio=None if width else 1,
+        )
     for event in events:
-        table.add_row(*_cells(event))
+        table.add_row(*_cells(event, hosts or {}))
     return table
 
 
-def event_line(event: Event) -> Text:
+def event_line(event: Event, hosts: Mapping[str, str] | None = None) -> Text:
     """One event as an aligned line (the follow view)."""
     line = Text()
-    for (_, width), cell in zip(COLUMNS, _cells(event), strict=True):
+    for (_, width), cell in zip(COLUMNS, _cells(event, hosts or {}), strict=True):
         line.append_text(cell if not width else _fit(cell, width))
         line.append(" ")
     return line
@@ -119,16 +164,23 @@ def _fit(cell: Text, width: int) -> Text:
     return cell
 
 
-def _cells(event: Event) -> list[Text]:
+def _cells(event: Event, hosts: Mapping[str, str]) -> list[Text]:
     data = event.data if isinstance(event.data, dict) else {}
     return [
         Text(_clock(event.time), style="dim"),
-        Text(event.type.removeprefix("vidbrief."), style=TYPE_STYLE.get(event.type, "")),
-        Text(event.job_id),
-        Text(str(data.get("step") or "")),
-        Text(str(data.get("node") or "")[:12]),
-        Text(_summary(data)),
+        Text(clean(event.job_id)),
+        Text(_what(event, data), style=TYPE_STYLE.get(event.type, "")),
+        Text(_details(data, hosts)),
     ]
+
+
+def _what(event: Event, data: dict[str, object]) -> str:
+    """``download started`` for a step event, ``job.completed`` for the others."""
+    kind = event.type.removeprefix("vidbrief.")
+    step = data.get("step")
+    if kind.startswith("step.") and step:
+        return f"{clean(step)} {kind.removeprefix('step.')}"
+    return kind
 
 
 def _clock(iso_time: str) -> str:
@@ -136,11 +188,18 @@ def _clock(iso_time: str) -> str:
     try:
         return datetime.fromisoformat(iso_time.replace("Z", "+00:00")).strftime("%H:%M:%S.%f")[:-3]
     except ValueError:
-        return iso_time[:12]
+        return clean(iso_time[:12])
+
+
+def _details(data: dict[str, object], hosts: Mapping[str, str]) -> str:
+    """Where it ran, then the event's data as short ``key=value`` pairs."""
+    node = str(data.get("node") or "")
+    where = f"on {hosts.get(node) or node[:NODE_ID_CHARS]} " if node else ""
+    return clean(where + _summary(data))
 
 
 def _summary(data: dict[str, object]) -> str:
-    """The event's data (step and node have columns), as short ``key=value`` pairs."""
+    """The event's data (step and node are shown apart), as short ``key=value`` pairs."""
     parts = []
     for key, value in data.items():
         if key in _SHOWN_ELSEWHERE or value in (None, "", {}, []):

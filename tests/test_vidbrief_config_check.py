@@ -1,0 +1,98 @@
+"""`vidbrief config --check` and the bridge's start catch a bad configuration before any job:
+an unknown provider, a typo in a variable's name, a service that does not answer, a key the
+LLM endpoint refuses; one line per check and an exit status per kind of trouble."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from llm_server import LLMServer
+
+from vidbrief.exits import EXIT_CONFIG, EXIT_OK, EXIT_UNREACHABLE
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def vidbrief(redis_server, tmp_path):
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("VIDBRIEF_", "RAY_ADDR"))}
+    base.update(VIDBRIEF_REDIS_URL=redis_server.url, VIDBRIEF_STATE_DIR=str(tmp_path / "state"))
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "vidbrief", *args],
+            env={**base, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+
+    return run
+
+
+def line(output: str, what: str) -> str:
+    """The check's line: ``level  what  detail`` (what in a 12-character column)."""
+    return next(x for x in output.splitlines() if x[6:18].strip() == what)
+
+
+def test_a_good_configuration_passes(vidbrief) -> None:
+    result = vidbrief("config", "--check")
+    assert result.returncode == EXIT_OK, result.stdout + result.stderr
+    assert line(result.stdout, "redis").startswith("ok") and "answers" in result.stdout
+    assert "offline extractive brief" in line(result.stdout, "llm")
+    assert "private local Ray" in line(result.stdout, "ray")
+
+
+def test_an_unknown_provider_fails_the_check_and_the_bridge_start(vidbrief) -> None:
+    result = vidbrief("config", "--check", VIDBRIEF_LLM_PROVIDER="opnai")
+    assert result.returncode == EXIT_CONFIG
+    assert line(result.stdout, "llm").startswith("fail") and "'opnai' is unknown" in result.stdout
+    began = time.monotonic()
+    bridge = vidbrief("bridge", VIDBRIEF_LLM_PROVIDER="opnai")
+    assert bridge.returncode == EXIT_CONFIG and "'opnai' is unknown" in bridge.stderr
+    assert "the bridge did not start" in bridge.stderr.splitlines()[-1]
+    assert "Traceback" not in bridge.stderr and time.monotonic() - began < 30  # no Ray started
+
+
+def test_a_misspelt_variable_is_named_with_the_nearest_setting(vidbrief, tmp_path) -> None:
+    (tmp_path / ".env").write_text("VIDBRIEF_MAX_DOWNLOAD_MBS=10\n")
+    result = vidbrief("config", "--check", VIDBRIEF_WINDOWS="3")
+    assert result.returncode == EXIT_OK  # a warning: the value is ignored, nothing is invalid
+    assert "VIDBRIEF_WINDOWS is not a setting; did you mean VIDBRIEF_WINDOW?" in result.stdout
+    assert "did you mean VIDBRIEF_MAX_DOWNLOAD_MB?" in result.stdout  # from .env too
+    plain = vidbrief("config", VIDBRIEF_WINDOWS="3")
+    assert plain.returncode == EXIT_OK and "did you mean VIDBRIEF_WINDOW?" in plain.stderr
+
+
+def test_services_that_do_not_answer(vidbrief) -> None:
+    result = vidbrief("config", "--check", RAY_ADDRESS="127.0.0.1:1")
+    assert result.returncode == EXIT_UNREACHABLE
+    assert "cannot reach 127.0.0.1:1 (RAY_ADDRESS)" in line(result.stdout, "ray")
+    result = vidbrief("config", "--check", VIDBRIEF_REDIS_URL="redis://127.0.0.1:1/0")
+    assert result.returncode == EXIT_UNREACHABLE
+    assert line(result.stdout, "redis").startswith("fail")
+
+
+def test_the_llm_endpoint_is_called_once_and_a_refused_key_is_invalid(vidbrief) -> None:
+    with LLMServer(models=("brief-model",), api_key="sk-right") as server:
+        llm = {
+            "VIDBRIEF_LLM_PROVIDER": "custom",
+            "VIDBRIEF_LLM_BASE_URL": server.base_url,
+            "VIDBRIEF_LLM_MODEL": "brief-model",
+        }
+        good = vidbrief("config", "--check", **llm, VIDBRIEF_LLM_API_KEY="sk-right")
+        assert good.returncode == EXIT_OK, good.stdout
+        assert "answered, listing 1 model(s)" in line(good.stdout, "llm endpoint")
+        assert [r.path for r in server.requests] == ["/v1/models"]
+
+        bad = vidbrief("config", "--check", **llm, VIDBRIEF_LLM_API_KEY="sk-wrong-s3cret")
+        assert bad.returncode == EXIT_CONFIG
+        assert "HTTP 401" in bad.stdout and "VIDBRIEF_LLM_API_KEY" in bad.stdout
+        assert "s3cret" not in bad.stdout + bad.stderr
+    gone = vidbrief("config", "--check", **llm)
+    assert gone.returncode == EXIT_UNREACHABLE and "could not be reached" in gone.stdout
