@@ -9,9 +9,12 @@ hands each entry to admission.py, and runs every admitted job as its own corouti
 Nothing here blocks the event loop: Redis through ``redis.asyncio``, Ray refs awaited, the
 launcher's node listing in a thread.
 
-Around the loop: recovery at start (own pending entries, then XAUTOCLAIM of idle ones), a
-control reader (cancel requests), the node and health refreshes (fleet.py), keep-alive claims
-of the entries in flight, a heartbeat in ``vidbrief:bridges``, and Prometheus metrics.
+Which entry comes next (fairness.py): new entries are routed into per-priority, per-producer
+lanes of ids and taken high priority first, producers in turn. Around the loop: a lease in
+Redis renewed three times a period (leases.py), recovery (own pending entries at start; then,
+every third of a lease, the entries of bridges whose lease lapsed), a control reader (cancel
+requests), the node and health refreshes (fleet.py), a heartbeat in ``vidbrief:bridges``, and
+Prometheus metrics.
 
 ``Bridge`` is a plain class (Ray's ``util/queue.py`` habit) with its launcher and health
 monitor passed in: ``run.py`` makes it remote with the Ray ones; tests drive it directly with a
@@ -36,10 +39,12 @@ from ingest.names import CANCEL_FIELD
 from ingest.settings import Settings
 from raybridge.admission import Admission, Admitted
 from raybridge.announce import Announcer
+from raybridge.fairness import FairQueue
 from raybridge.finish import Finisher
 from raybridge.fleet import Fleet
 from raybridge.health import HealthMonitor
 from raybridge.job import JobRunner
+from raybridge.leases import Leases
 from raybridge.metrics import BridgeMetrics
 from raybridge.protocols import Launcher
 from raybridge.stream import READ_BLOCK_MS, Entry, JobStream
@@ -49,10 +54,6 @@ log = logging.getLogger(__name__)
 
 #: Pause after a Redis error in a loop before trying again.
 ERROR_PAUSE_S = 1.0
-#: XAUTOCLAIM sweeps at most this often (and at least every claim_idle_ms / 2).
-RECLAIM_MIN_S, RECLAIM_MAX_S = 1.0, 30.0
-#: Keep-alive claims of the entries in flight go out at most this often.
-KEEP_ALIVE_MIN_S = 0.1
 
 
 class Bridge:
@@ -83,10 +84,11 @@ class Bridge:
             self.redis,
             self.names,
             settings.bridge_name,
-            claim_idle_ms=settings.claim_idle_ms,
             events_maxlen=settings.events_maxlen,
             job_ttl_seconds=settings.job_ttl_seconds,
         )
+        self.queue = FairQueue(self.redis, self.names, settings.bridge_name)
+        self.leases = Leases(self.redis, self.names, settings.bridge_name, settings.lease_seconds)
         self.window = Window(settings.window)
         self.policy = policy or WindowRoom()
         self.metrics = BridgeMetrics()
@@ -105,7 +107,7 @@ class Bridge:
         self._reading_done = asyncio.Event()
         self._draining = self._stopping = False
         self._own_cursor: str | None = "0"  # recovery: own pending entries first
-        self._next_reclaim = 0.0
+        self._next_orphan_sweep = 0.0
         self._started_at = now()
         self._last_read_at: float | None = None
 
@@ -148,6 +150,7 @@ class Bridge:
     # -- start and stop ---------------------------------------------------------------------
 
     async def _start(self) -> None:
+        await self.leases.renew()  # before any read: a bridge without a lease is taken over
         await self.stream.ensure_group()
         if self.settings.metrics_port is not None:
             self.metrics.serve(self.settings.metrics_port, self.settings.metrics_host)
@@ -163,7 +166,7 @@ class Bridge:
                 self._every(every, self.fleet.refresh_nodes),
                 self._every(every, self.fleet.refresh_health),
                 self._every(self.settings.heartbeat_seconds, self._heartbeat),
-                self._every(self._keep_alive_s(), self._keep_alive),
+                self._every(self.leases.renew_every_s, self.leases.renew),
             )
         ]
         await self._heartbeat()
@@ -183,6 +186,7 @@ class Bridge:
             await asyncio.wait_for(self._reading_done.wait(), 2 * READ_BLOCK_MS / 1000)
         with contextlib.suppress(RedisError):
             await self.stream.forget_bridge(self.settings.bridge_name)
+        await self.leases.forget()  # what is left pending is claimed by the others at once
         self.metrics.close()
         self.fleet.close()
         await self.redis.aclose()
@@ -213,7 +217,8 @@ class Bridge:
                 await asyncio.wait_for(self._room.wait(), READ_BLOCK_MS / 1000)
 
     async def _next_entries(self, count: int) -> list[Entry]:
-        """Own pending entries first (recovery), then idle ones of others, then new ones."""
+        """Own pending entries first (recovery), then those of bridges without a lease, then
+        the fair-share lanes (fairness.py); when nothing waits, block until something new."""
         self._last_read_at = now()
         if self._own_cursor is not None:
             entries = await self.stream.read_own_pending(self._own_cursor, count)
@@ -221,20 +226,15 @@ class Bridge:
                 self._own_cursor = entries[-1].stream_id
                 return entries
             self._own_cursor = None
-        if time.monotonic() >= self._next_reclaim:
-            entries = await self.stream.reclaim(count)
-            pause = self._reclaim_every_s() if self.stream.sweep_done else 0.0
-            self._next_reclaim = time.monotonic() + pause
+        if time.monotonic() >= self._next_orphan_sweep:
+            self._next_orphan_sweep = time.monotonic() + self.leases.renew_every_s
+            entries = await self.leases.claim_orphans(count)
             if entries:
                 return entries
-        return await self.stream.read_new(count)
-
-    def _reclaim_every_s(self) -> float:
-        return min(max(self.settings.claim_idle_ms / 2000, RECLAIM_MIN_S), RECLAIM_MAX_S)
-
-    def _keep_alive_s(self) -> float:
-        # Well within claim_idle_ms, or our own XAUTOCLAIM would take (and count) them again.
-        return min(max(self.settings.claim_idle_ms / 3000, KEEP_ALIVE_MIN_S), RECLAIM_MAX_S)
+        taken = await self.queue.take(count)
+        if not taken.entries and not taken.more:
+            await self.queue.wait_new(min(READ_BLOCK_MS, self.leases.lease_ms // 3))
+        return taken.entries
 
     async def _admit(self, entry: Entry) -> None:
         try:
@@ -296,9 +296,6 @@ class Bridge:
                 await action()
             except Exception as e:  # a background chore must not stop the bridge
                 log.warning("%s failed: %s", getattr(action, "__name__", action), e)
-
-    async def _keep_alive(self) -> None:
-        await self.stream.keep_alive(self.window.stream_ids())
 
     async def _heartbeat(self) -> None:
         self.metrics.observe_window(self.window)

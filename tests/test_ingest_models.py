@@ -44,7 +44,7 @@ def test_priority_is_optional_normal_by_default_and_one_of_three():
     assert "priority" not in json.loads(request.to_json())  # requests as before stay as before
     schema = request_json_schema()["properties"]["priority"]
     assert schema["enum"] == ["high", "normal", "low"] and schema["default"] == "normal"
-    with pytest.raises(InvalidRequest, match="^priority:"):
+    with pytest.raises(InvalidRequest, match=r"^priority:"):
         parse_request({"url": "http://e.com/v", "priority": "urgent"})
 
 
