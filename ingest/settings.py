@@ -176,6 +176,13 @@ class Settings(BaseSettings):
         le=1,
         description="Synthetic durations vary per job by up to this fraction (deterministic).",
     )
+    synthetic_probe_error: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Synthetic mode: the duration probe is off by up to this fraction per job "
+        "(deterministic), like a real video's metadata.",
+    )
     work_dir: Path = Field(
         default_factory=lambda: _data_dir() / "work", description="Artefacts per job and step."
     )

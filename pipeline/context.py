@@ -22,13 +22,16 @@ class JobContext:
     attempt: int = 1
     #: Seconds each earlier step took (filled in for the report step, which records them).
     step_seconds: dict[str, float] | None = None
+    #: Steps that run again even where a kept output exists (a job moved to another node).
+    fresh: frozenset[str] = frozenset()
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Ray pickles the context into each of a job's tasks, and the settings are most of its
         # bytes and time. They travel as a blob pickled once per Settings object by the sender
         # and unpickled once per distinct blob by each worker process.
         blob = _settings_blob(self.settings)
-        return _rebuild, (self.job_id, self.request, blob, self.attempt, self.step_seconds)
+        args = (self.job_id, self.request, blob, self.attempt, self.step_seconds, self.fresh)
+        return _rebuild, args
 
     @cached_property  # asked by every step twice or more; not pickled, so found again on arrival
     def workdir(self) -> Path:
@@ -48,8 +51,10 @@ def _rebuild(
     settings_blob: bytes,
     attempt: int,
     step_seconds: dict[str, float] | None,
+    fresh: frozenset[str] = frozenset(),
 ) -> JobContext:
-    return JobContext(job_id, request, settings_from_blob(settings_blob), attempt, step_seconds)
+    settings = settings_from_blob(settings_blob)
+    return JobContext(job_id, request, settings, attempt, step_seconds, fresh)
 
 
 #: The Settings object pickled last and its bytes. A process (the bridge) holds one Settings

@@ -8,7 +8,8 @@ downloads where.
                        snapshot()) gives it a node; dispatch() runs whenever room may have
                        appeared: a download ended, a job left its node, a node or actor came
     downloaded(),      the job's phase moves on and pace.py times the node, which sets how far
-    analysed()         ahead of its GPUs the node downloads
+    analysed()         ahead of its GPUs the node downloads; an analyser left idle while
+                       nothing waits may take over a job queued on another node (expected.py)
 
 Nothing here talks to Redis; Ray only through the injected launcher and health monitor.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable
 from dataclasses import replace
@@ -24,6 +26,7 @@ from typing import Any
 
 from ingest.names import ANALYSE_STEP
 from ingest.settings import Settings
+from raybridge.expected import backlog_s, choose_steal
 from raybridge.health import HealthMonitor
 from raybridge.metrics import BridgeMetrics
 from raybridge.outcome import Failure
@@ -162,13 +165,18 @@ class Fleet:
             if future.done():
                 self._waiting.popleft()
                 continue
+            snapshot = self.snapshot()
             node = choose_node(
-                self.snapshot(), lookahead=self.settings.download_lookahead, prefer=prefer
+                snapshot,
+                lookahead=self.settings.download_lookahead,
+                prefer=prefer,
+                media_s=slot.media_s,
             )
             if node is None:
                 return
             self._waiting.popleft()
             self.window.assign(slot.job_id, node)
+            slot.expected_s = self._expected_s(snapshot, node, slot.media_s)
             self.metrics.placed_on(node)
             future.set_result(node)
 
@@ -188,17 +196,65 @@ class Fleet:
 
     def analysed(self, slot: Slot, t: float) -> None:
         """The job's analysis ended at ``t``: it leaves its node for the last steps."""
-        if slot.node_id and slot.downloaded_at is not None:
-            self.pace.analysed(slot.node_id, slot.analyser, slot.downloaded_at, t)
+        node = slot.node_id
+        if node and slot.downloaded_at is not None:
+            self.pace.analysed(node, slot.analyser, slot.downloaded_at, t, slot.media_s)
         self.leave_node(slot, Phase.FINISHING)
+        if node:
+            self.steal_for(node)
+
+    def steal_for(self, node_id: str) -> None:
+        """Tail work stealing (expected.py): an idle analyser here, nothing waiting for a node,
+        a job queued behind another analysis elsewhere that would finish sooner here."""
+        snapshot = self.snapshot()
+        view = snapshot.node(node_id)
+        if self._waiting or view is None or not view.can_analyse or view.download_s is None:
+            return
+        if len(self.window.bound_to(node_id)) >= view.analysers:
+            return
+        pace = view.pace if view.pace is not None else snapshot.mean_pace
+
+        def here_s(slot: Slot) -> float:
+            return (view.download_s or 0.0) + (slot.media_s or 0.0) * pace
+
+        candidates = [
+            s for s in self.window if s.node_id not in (None, node_id) and s.steal_to is None
+        ]
+        steal = choose_steal(
+            candidates, self.window.bound_to, here_s, self._could_start, time.monotonic()
+        )
+        if steal is None or ANALYSE_STEP not in steal.slot.refs:
+            return
+        steal.slot.steal_to = node_id
+        self.launcher.cancel([steal.slot.refs[ANALYSE_STEP]])
+        log.info(
+            "job %s: taken over by idle node %s (expected %.2f s sooner)",
+            steal.slot.job_id,
+            node_id,
+            steal.gain_s,
+        )
+
+    def _could_start(self, slot: Slot) -> float:
+        return self.pace.could_start(slot.analyser, slot.downloaded_at or 0.0)
+
+    def _expected_s(self, snapshot: ClusterSnapshot, node: str, media_s: float | None) -> float:
+        if media_s is None:
+            return 0.0
+        view = snapshot.node(node)
+        pace = view.pace if view is not None and view.pace is not None else snapshot.mean_pace
+        return media_s * pace
 
     def snapshot(self) -> ClusterSnapshot:
         """The nodes now, with this window's jobs on them, their look-ahead and health."""
+        now = time.monotonic()
         nodes = tuple(
             replace(
                 n,
                 analysers=(analysers := len(self.analysers.get(n.node_id, ()))),
                 lookahead=self.pace.lookahead(n.node_id, analysers),
+                backlog_s=backlog_s(self.window.bound_to(n.node_id), self._could_start, now),
+                pace=self.pace.pace(n.node_id),
+                download_s=self.pace.download_s(n.node_id),
                 **self._verdict(n.node_id),
             )
             for n in self.nodes

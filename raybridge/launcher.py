@@ -32,6 +32,7 @@ from ingest.names import ANALYSE_STEP
 from ingest.settings import Settings
 from pipeline.chain import CHAIN, DOWNLOAD_SLOT, STEPS, StepSpec
 from pipeline.context import JobContext
+from pipeline.probe import probe_duration
 from raybridge.analysis_actor import Analyser
 from raybridge.failures import classify
 from raybridge.health import Probe, measure
@@ -46,6 +47,8 @@ ANALYSER_TASK_RETRIES = 1
 TASK_SYSTEM_RETRIES = 3
 #: Task name of the health probe (one name for all: see the module docstring).
 PROBE_TASK_NAME = "vidbrief:health"
+#: Task name and CPU share of the duration probe (mostly waiting on the network).
+DURATION_TASK_NAME, DURATION_TASK_CPUS = "vidbrief:probe", 0.1
 
 
 class RayLauncher:
@@ -57,6 +60,15 @@ class RayLauncher:
         self._task = ray.remote(run_recorded)
         self._analyser_cls = ray.remote(Analyser)
         self._remotes: dict[tuple[str, str | None], Any] = {}
+        self._probe = ray.remote(probe_duration).options(
+            name=DURATION_TASK_NAME, num_cpus=DURATION_TASK_CPUS, max_retries=1
+        )
+
+    def probe(self, ctx: JobContext) -> Any:
+        """The duration probe as a Ray task; in synthetic mode computed here (no task)."""
+        if ctx.settings.step_mode == "synthetic":
+            return _done(probe_duration(ctx))
+        return self._probe.remote(ctx)
 
     # -- the cluster ------------------------------------------------------------------------
 
@@ -142,6 +154,10 @@ class RayLauncher:
                 log.debug("cancel %s: %s", ref, e)
 
     classify = staticmethod(classify)
+
+
+async def _done(value: Any) -> Any:
+    return value
 
 
 def ray_probe(settings: Settings) -> Probe:

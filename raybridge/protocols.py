@@ -38,6 +38,10 @@ class Launcher(Protocol):
         """Submit the steps not in ``done``; return every step's ref, in chain order."""
         ...
 
+    def probe(self, ctx: JobContext) -> Awaitable[float | None]:
+        """The video's duration (pipeline/probe.py) before placement; None when unknown."""
+        ...
+
     def cancel(self, refs: Iterable[Any]) -> None:
         """Stop the chain's steps that have not finished (finished ones are left alone)."""
         ...

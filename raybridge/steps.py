@@ -143,7 +143,7 @@ def _record_script(url: str) -> Any:
 
 def run_recorded(progress: Progress, step: str, ctx: JobContext, *earlier: Any) -> Any:
     """Run one step (its kept output, else ``pipeline.chain.compute_step``), recording it."""
-    kept = load_output(step, ctx)
+    kept = None if step in ctx.fresh else load_output(step, ctx)
     if kept is not None:
         return kept
     progress.record(ctx, step, "started")

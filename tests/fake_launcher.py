@@ -40,12 +40,14 @@ class FakeLauncher:
         fail: Mapping[str, int] | None = None,
         lose_node_once: Iterable[str] = (),
         step_s: float = STEP_S,
+        durations: Mapping[str, float] | None = None,
     ) -> None:
         self.window = window
         self.node_views = nodes or [NodeView(NODE, gpus=1, download_slots=1)]
         self.fail = dict(fail or {})  # job id -> attempts that fail (retryable) in "brief"
         self.lose_node_once = set(lose_node_once)
         self.step_s = step_s
+        self.durations = dict(durations or {})  # job id -> what the probe reports
         self.most_on_node = 0
         self.launches: list[tuple[str, str, list[str]]] = []
         self.started: list[str] = []
@@ -88,6 +90,9 @@ class FakeLauncher:
         if step == "brief" and ctx.attempt <= self.fail.get(ctx.job_id, 0):
             raise StepError(f"flaky brief, attempt {ctx.attempt}", step=step, retryable=True)
         return {"step": step, "job_id": ctx.job_id}
+
+    async def probe(self, ctx: JobContext) -> float | None:
+        return self.durations.get(ctx.job_id)
 
     @staticmethod
     def cancel(refs: Iterable[Any]) -> None:
