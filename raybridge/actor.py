@@ -182,6 +182,8 @@ class Bridge:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if not await self._others_alive():
+            self.fleet.stop_analysers()  # shared by the bridges: the last one stops them
         with contextlib.suppress(TimeoutError):  # let a blocked XREADGROUP return first
             await asyncio.wait_for(self._reading_done.wait(), 2 * READ_BLOCK_MS / 1000)
         with contextlib.suppress(RedisError):
@@ -191,6 +193,14 @@ class Bridge:
         self.fleet.close()
         await self.redis.aclose()
         self._stopped.set()
+
+    async def _others_alive(self) -> bool:
+        try:
+            names = await self.redis.hkeys(self.names.bridges)
+            others = [n for n in names if n != self.settings.bridge_name]
+            return bool(await self.leases.alive(others))
+        except RedisError:
+            return True  # unsure: leave the shared actors running
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -69,6 +69,8 @@ class Fleet:
         #: Warm analysis actors per node id.
         self.analysers: dict[str, list[Any]] = {}
         self._warming: dict[str, set[asyncio.Task[None]]] = {}
+        #: Per node, the index (the actor's name, shared by every bridge) of each handle.
+        self._indices: dict[str, dict[int, int]] = {}
         self._on_gpus: bool | None = None
         self._waiting: deque[tuple[Slot, str | None, asyncio.Future[str]]] = deque()
 
@@ -88,15 +90,19 @@ class Fleet:
     def _fit_analysers(self, node: NodeView) -> None:
         if not node.alive:
             self.analysers.pop(node.node_id, None)  # its actors died with it
+            self._indices.pop(node.node_id, None)
             self.pace.forget(node.node_id)
             return
         wanted = analysers_wanted(
             node, on_gpus=bool(self._on_gpus), cpu_per_node=self.settings.cpu_analysers_per_node
         )
         warming = self._warming.setdefault(node.node_id, set())
-        have = len(self.analysers.get(node.node_id, ())) + len(warming)
-        for _ in range(wanted - have):
-            handle, ready = self.launcher.start_analyser(node.node_id, on_gpu=bool(self._on_gpus))
+        used = self._indices.setdefault(node.node_id, {})
+        for index in sorted(set(range(wanted)) - set(used.values())):
+            handle, ready = self.launcher.start_analyser(
+                node.node_id, on_gpu=bool(self._on_gpus), index=index
+            )
+            used[id(handle)] = index
             task = asyncio.create_task(self._warm(node.node_id, handle, ready))
             warming.add(task)
             task.add_done_callback(warming.discard)
@@ -106,6 +112,7 @@ class Fleet:
             await ready
         except Exception as e:  # unschedulable, crashed in warm-up: the next refresh retries
             log.warning("analysis actor on node %s did not start: %s", node_id, e)
+            self._indices.get(node_id, {}).pop(id(handle), None)
             return
         self.analysers.setdefault(node_id, []).append(handle)
         self.dispatch()
@@ -130,10 +137,17 @@ class Fleet:
         """Forget an analysis actor that died for good; the next refresh starts a new one."""
         if failure.step != ANALYSE_STEP or failure.error_class not in ANALYSER_GONE:
             return
-        for handles in self.analysers.values():
+        for node_id, handles in self.analysers.items():
             if analyser in handles:
                 handles.remove(analyser)
+                self._indices.get(node_id, {}).pop(id(analyser), None)
                 self.launcher.stop_analyser(analyser)
+
+    def stop_analysers(self) -> None:
+        """Stop every analysis actor (the last bridge of a cluster, when it stops)."""
+        for handles in self.analysers.values():
+            for handle in handles:
+                self.launcher.stop_analyser(handle)
 
     # -- health -----------------------------------------------------------------------------
 
@@ -234,6 +248,14 @@ class Fleet:
             steal.gain_s,
         )
 
+    def _slot_wait_s(self, node: NodeView, now: float) -> float:
+        """Seconds until a download slot of ``node`` frees (0 when one is free)."""
+        running = [s for s in self.window.bound_to(node.node_id) if s.phase is Phase.DOWNLOADING]
+        if len(running) < node.download_slots:
+            return 0.0
+        expected = self.pace.download_s(node.node_id) or 0.0
+        return min(max(0.0, expected - (now - (s.launched_at or now))) for s in running)
+
     def _could_start(self, slot: Slot) -> float:
         return self.pace.could_start(slot.analyser, slot.downloaded_at or 0.0)
 
@@ -255,6 +277,7 @@ class Fleet:
                 backlog_s=backlog_s(self.window.bound_to(n.node_id), self._could_start, now),
                 pace=self.pace.pace(n.node_id),
                 download_s=self.pace.download_s(n.node_id),
+                slot_wait_s=self._slot_wait_s(n, now),
                 **self._verdict(n.node_id),
             )
             for n in self.nodes

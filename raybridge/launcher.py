@@ -41,6 +41,8 @@ from raybridge.steps import Progress, run_recorded
 
 log = logging.getLogger(__name__)
 
+#: Analysis actors are named ``<ANALYSER_NAME>:<prefix>:<node>:<index>`` in this namespace.
+ANALYSER_NAME, ANALYSER_NAMESPACE = "vidbrief-analyser", "vidbrief"
 #: Retries of an analysis call when its actor's process died and came back.
 ANALYSER_TASK_RETRIES = 1
 #: Ray's own retries of a step task whose worker died (our retries handle step errors).
@@ -85,10 +87,22 @@ class RayLauncher:
             for n in ray.nodes()
         ]
 
-    def start_analyser(self, node_id: str, *, on_gpu: bool) -> tuple[Any, ray.ObjectRef]:
-        """A new analysis actor pinned to ``node_id``, and the ref of its warm-up call."""
+    def start_analyser(
+        self, node_id: str, *, on_gpu: bool, index: int = 0
+    ) -> tuple[Any, ray.ObjectRef]:
+        """Analysis actor ``index`` pinned to ``node_id``, and the ref of its warm-up call.
+
+        Named and detached: every bridge of the cluster (each its own Ray job) gets the same
+        actor for the same GPU, so several bridges never start more actors than GPUs, and a
+        dead bridge's analyses do not take the others' actors with them. The last bridge to
+        stop stops them (``Bridge._stop``).
+        """
         spec = STEPS[ANALYSE_STEP]
         handle = self._analyser_cls.options(
+            name=f"{ANALYSER_NAME}:{self.settings.redis_prefix}:{node_id}:{index}",
+            namespace=ANALYSER_NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
             num_cpus=spec.num_cpus,
             num_gpus=1 if on_gpu else 0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),

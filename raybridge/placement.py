@@ -24,8 +24,10 @@ pipeline/probe.py), each node's measured pace (analysis seconds per media second
 cluster's mean until the node has one) turns it into expected GPU seconds there, and the job
 goes to the node with room where it is expected to *finish* first: the later of its download
 there and the node's expected backlog (the expected seconds of the jobs bound to it, all
-bridges together, ÷ its analysers), plus its own expected seconds. Without a duration, or
-before any pace is known, the count rule above decides.
+bridges together, ÷ its analysers), plus its own expected seconds; a node whose download
+slots are busy counts the time until one frees. When that node has no room yet, the job waits
+for it (the dispatch runs again whenever a download ends) rather than take a worse node now.
+Without a duration, the count rule above decides.
 
 A job resumed after a bridge restart prefers the node that holds its download (``prefer``) as
 long as that node is alive and still has analysers, whatever its look-ahead or health, since its
@@ -82,6 +84,8 @@ class NodeView:
     pace: float | None = None
     #: Download seconds measured here (launch to end; None: not yet).
     download_s: float | None = None
+    #: Seconds until one of its download slots frees (0 when one is free).
+    slot_wait_s: float = 0.0
 
     def capacity(self, lookahead: int | None) -> int:
         """Jobs this node may hold at once: one per analyser plus the look-ahead — the one
@@ -116,7 +120,8 @@ class NodeView:
     def expected_finish(self, media_s: float, default_pace: float) -> float:
         """Seconds from now until a new job of ``media_s`` would be analysed here."""
         pace = self.pace if self.pace is not None else default_pace
-        start = max((self.backlog_s or 0.0) / self.analysers, self.download_s or 0.0)
+        downloaded = self.slot_wait_s + (self.download_s or 0.0)
+        start = max((self.backlog_s or 0.0) / self.analysers, downloaded)
         return start + media_s * pace
 
 
@@ -178,12 +183,15 @@ def choose_node(
     preferred = snapshot.node(prefer) if prefer else None
     if preferred is not None and preferred.can_analyse:
         return preferred.node_id
+    if media_s is not None:
+        able = [n for n in snapshot.nodes if n.can_analyse and n.healthy]
+        pace = snapshot.mean_pace
+        best = min(able, key=lambda n: _by_finish(n, media_s, pace), default=None)
+        # The node where it finishes first, or none yet: it waits for that node's room.
+        return best.node_id if best is not None and best.has_room(lookahead) else None
     candidates = [n for n in snapshot.nodes if n.has_room(lookahead)]
     if not candidates:
         return None
-    if media_s is not None:
-        pace = snapshot.mean_pace
-        return min(candidates, key=lambda n: _by_finish(n, media_s, pace)).node_id
     return min(candidates, key=_preference).node_id
 
 

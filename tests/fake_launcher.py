@@ -56,7 +56,9 @@ class FakeLauncher:
     def nodes(self) -> list[NodeView]:
         return list(self.node_views)
 
-    def start_analyser(self, node_id: str, *, on_gpu: bool) -> tuple[object, asyncio.Future[str]]:
+    def start_analyser(
+        self, node_id: str, *, on_gpu: bool, index: int = 0
+    ) -> tuple[object, asyncio.Future[str]]:
         ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         ready.set_result(node_id)
         self.started.append(node_id)
