@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -43,6 +44,7 @@ from raybridge.fairness import FairQueue
 from raybridge.finish import Finisher
 from raybridge.fleet import Fleet
 from raybridge.health import HealthMonitor
+from raybridge.holds import Holds
 from raybridge.job import JobRunner
 from raybridge.leases import Leases
 from raybridge.metrics import BridgeMetrics
@@ -93,7 +95,8 @@ class Bridge:
         self.policy = policy or WindowRoom()
         self.metrics = BridgeMetrics()
         self.launcher = launcher
-        self.fleet = Fleet(settings, launcher, self.window, self.metrics, health)
+        self.holds = Holds(self.redis, self.names, settings.bridge_name)
+        self.fleet = Fleet(settings, launcher, self.window, self.metrics, health, self.holds)
         finisher = Finisher(self.stream, self.metrics, Announcer(settings, redis_url), self.source)
         self.admission = Admission(
             settings, self.stream, self.window, finisher, self.metrics, self.source
@@ -191,6 +194,7 @@ class Bridge:
         await self.leases.forget()  # what is left pending is claimed by the others at once
         self.metrics.close()
         self.fleet.close()
+        await self.holds.close()
         await self.redis.aclose()
         self._stopped.set()
 
@@ -322,5 +326,15 @@ class Bridge:
             "started_at": self._started_at,
             "updated_at": now(),
             "draining": self._draining,
+            "pid": os.getpid(),
+            "jobs": [
+                {
+                    "job_id": s.job_id,
+                    "node": s.node_id,
+                    "phase": str(s.phase),
+                    "downloaded": s.downloaded_at is not None,
+                }
+                for s in self.window
+            ],
             **self.fleet.stats(),
         }

@@ -28,6 +28,7 @@ from ingest.names import ANALYSE_STEP
 from ingest.settings import Settings
 from raybridge.expected import backlog_s, choose_steal
 from raybridge.health import HealthMonitor
+from raybridge.holds import Holds
 from raybridge.metrics import BridgeMetrics
 from raybridge.outcome import Failure
 from raybridge.pace import Pace
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: How long start-up waits for the analysis actors to be warm before reading anyway.
 ANALYSER_WARM_TIMEOUT_S = 120.0
+#: After another bridge took the room a job was placed into, it waits this long to try again.
+HOLD_RETRY_S = 0.05
 #: Failures after which an analysis actor is gone for good (a fresh one replaces it).
 ANALYSER_GONE = frozenset({"ActorDiedError", "ActorUnschedulableError"})
 NO_ANALYSER_HINT = (
@@ -58,8 +61,10 @@ class Fleet:
         window: Window,
         metrics: BridgeMetrics,
         health: HealthMonitor | None = None,
+        holds: Holds | None = None,
     ) -> None:
         self.settings = settings
+        self.holds = holds  # None: this bridge alone decides (tests of one bridge)
         self.launcher = launcher
         self.window = window
         self.metrics = metrics
@@ -79,6 +84,8 @@ class Fleet:
     async def refresh_nodes(self) -> None:
         """Read the nodes; start analysis actors where they are missing, forget dead nodes."""
         self.nodes = await asyncio.to_thread(self.launcher.nodes)
+        if self.holds is not None:
+            await self.holds.refresh(n.node_id for n in self.nodes if n.alive)
         snapshot = ClusterSnapshot(tuple(self.nodes))
         if self._on_gpus is None and snapshot.alive_ids:
             mode = self.settings.analysis_on
@@ -166,11 +173,26 @@ class Fleet:
     # -- placement --------------------------------------------------------------------------
 
     async def acquire_node(self, slot: Slot, prefer: str | None) -> str:
-        """Wait (in read order) until placement gives this job a node; assign it there."""
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiting.append((slot, prefer, future))
-        self.dispatch()
-        return await future
+        """Wait (in read order) until placement gives this job a node and, with several
+        bridges, the node's shared capacity a hold for it (holds.py); assign it there."""
+        while True:
+            future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            self._waiting.append((slot, prefer, future))
+            self.dispatch()
+            node = await future
+            if await self._hold(slot, node, forced=node == prefer):
+                return node
+            self.window.advance(slot.job_id, Phase.WAITING)  # another bridge took the room
+            await asyncio.sleep(HOLD_RETRY_S)
+
+    async def _hold(self, slot: Slot, node: str, *, forced: bool) -> bool:
+        view = self.snapshot().node(node) if self.holds is not None else None
+        if self.holds is None or view is None:
+            return True
+        capacity = view.capacity(self.settings.download_lookahead)
+        return await self.holds.acquire(
+            node, slot.job_id, capacity, view.download_slots, slot.expected_s or 0.0, forced
+        )
 
     def dispatch(self) -> None:
         """Give waiting jobs nodes, first come first served, while nodes have room."""
@@ -197,6 +219,8 @@ class Fleet:
     def leave_node(self, slot: Slot, phase: Phase) -> None:
         """The job no longer holds its node (its analysis ended, or it stopped)."""
         if slot.job_id in self.window and slot.node_id is not None:
+            if self.holds is not None:
+                self.holds.release(slot.node_id, slot.job_id)
             self.window.advance(slot.job_id, phase)
             self.dispatch()
 
@@ -205,6 +229,8 @@ class Fleet:
         if slot.node_id and slot.launched_at is not None:
             self.pace.downloaded(slot.node_id, slot.launched_at, t)
         slot.downloaded_at = t
+        if self.holds is not None and slot.node_id:
+            self.holds.downloaded(slot.node_id, slot.job_id, slot.expected_s or 0.0)
         self.window.advance(slot.job_id, Phase.ANALYSING)
         self.dispatch()
 
@@ -251,7 +277,7 @@ class Fleet:
     def _slot_wait_s(self, node: NodeView, now: float) -> float:
         """Seconds until a download slot of ``node`` frees (0 when one is free)."""
         running = [s for s in self.window.bound_to(node.node_id) if s.phase is Phase.DOWNLOADING]
-        if len(running) < node.download_slots:
+        if not running or len(running) < node.download_slots:
             return 0.0
         expected = self.pace.download_s(node.node_id) or 0.0
         return min(max(0.0, expected - (now - (s.launched_at or now))) for s in running)
@@ -282,8 +308,24 @@ class Fleet:
             )
             for n in self.nodes
         )
-        return ClusterSnapshot(nodes).with_assigned(
-            self.window.assigned_per_node(), self.window.downloading_per_node()
+        assigned, downloading = self.window.assigned_per_node(), self.window.downloading_per_node()
+        for node, other in (self.holds.others if self.holds is not None else {}).items():
+            assigned[node] += other.jobs
+            downloading[node] += other.downloading
+        snapshot = ClusterSnapshot(nodes).with_assigned(assigned, downloading)
+        return self._with_others_backlog(snapshot)
+
+    def _with_others_backlog(self, snapshot: ClusterSnapshot) -> ClusterSnapshot:
+        others = self.holds.others if self.holds is not None else {}
+        if not others:
+            return snapshot
+        return ClusterSnapshot(
+            tuple(
+                replace(n, backlog_s=(n.backlog_s or 0.0) + others[n.node_id].expected_s)
+                if n.node_id in others
+                else n
+                for n in snapshot.nodes
+            )
         )
 
     def _verdict(self, node_id: str) -> dict[str, Any]:

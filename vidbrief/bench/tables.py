@@ -35,7 +35,7 @@ SCHEDULE_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("seed duty", lambda r: _f(r["seed_gpu_duty"])),
     ("pinned", lambda r: "yes" if r["pinned"] else "NO"),
 )
-LEFT = ("topology", "workload", "measure", "target")
+LEFT = ("topology", "workload", "measure", "target", "role")
 
 
 def schedule_table(doc: dict[str, Any]) -> Table:
@@ -106,11 +106,65 @@ def markdown(table: Table) -> str:
     return "\n".join(lines)
 
 
+def bridges_table(doc: dict[str, Any]) -> Table:
+    table = Table(
+        title=f"bench bridges ({doc['jobs']} mix jobs, scale {doc['scale']:g}, three nodes, "
+        f"window {doc['window']} each, bound {doc['bound_s']:.2f} s)"
+    )
+    for column in (
+        "bridges",
+        "makespan s",
+        "efficiency",
+        "exactly once",
+        "over GPUs/slots",
+        "most analyses at once",
+        "most downloads at once",
+    ):
+        table.add_column(column, justify="right")
+    names = doc.get("node_names", {})
+
+    def per_node(counts: dict[str, int]) -> str:
+        return ", ".join(f"{names.get(n, n)} {c}" for n, c in sorted(counts.items()))
+
+    for row in doc["rows"]:
+        table.add_row(
+            str(row["bridges"]),
+            _f(row["makespan_s"], 2),
+            _f(row["efficiency"]),
+            "yes" if row["exactly_once"] else "NO",
+            "; ".join(row["oversubscribed"]) or "never",
+            per_node(row["most_analyses"]),
+            per_node(row["most_downloads"]),
+        )
+    kill = doc["kill"]
+    table.caption = (
+        f"one of three bridges SIGKILLed holding {kill['killed_jobs']} jobs: completed exactly "
+        f"once {'yes' if kill['completed_once'] else 'NO'}, first of its jobs' steps again "
+        f"{kill['first_resumed_step_s']:.2f} s after the kill"
+    )
+    return table
+
+
+def cpu_table(doc: dict[str, Any]) -> Table:
+    """CPU milliseconds per job by process role, for each peer (the last repeat)."""
+    cpu = doc["cpu_ms_per_job"]
+    roles = [*sorted({r for by_role in cpu.values() for r in by_role} - {"total"}), "total"]
+    table = Table(title="CPU ms per job, by process (last repeat)")
+    table.add_column("role")
+    for peer in cpu:
+        table.add_column(peer.replace("_", " "), justify="right")
+    for role in roles:
+        table.add_row(role, *(_f(cpu[p].get(role), 2) for p in cpu))
+    return table
+
+
 def tables(doc: dict[str, Any]) -> list[Table]:
     if doc["bench"] == "steps":
         return steps_tables(doc)
-    main = schedule_table(doc) if doc["bench"] == "schedule" else bridge_table(doc)
-    found = [main, targets_table(doc["targets"])]
+    main = {"schedule": schedule_table, "bridges": bridges_table}.get(doc["bench"], bridge_table)
+    found = [main(doc), targets_table(doc["targets"])]
+    if doc["bench"] == "bridge" and "cpu_ms_per_job" in doc:
+        found.insert(1, cpu_table(doc))
     if "provenance" in doc:
         found.append(provenance_table(doc["provenance"]))
     return found
