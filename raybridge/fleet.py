@@ -355,6 +355,7 @@ class Fleet:
                 "download_slots": node.download_slots,
                 "analysers": node.analysers,
                 "assigned": node.assigned,
+                "held_here": len(self.window.bound_to(node.node_id)),
                 "capacity": node.capacity(self.settings.download_lookahead),
                 **self.pace.as_dict(node.node_id),
             }

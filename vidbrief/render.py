@@ -89,7 +89,8 @@ def dead_table(entries: list[tuple[str, dict[str, str]]]) -> Table:
 def cluster_table(beats: Mapping[str, Mapping[str, Any]]) -> Table:
     """Every bridge's nodes, from the heartbeats in ``names.bridges`` (``status --cluster``)."""
     table = Table(title="cluster (from the bridge heartbeats)")
-    for column in ("bridge", "node", "GPUs", "analysers", "jobs", "pace", "disk free", "memory"):
+    columns = ("bridge", "node", "GPUs", "analysers", "jobs", "held by it", "pace", "disk free")
+    for column in (*columns, "memory"):
         table.add_column(column, justify="right" if column not in ("bridge", "node") else "left")
     table.add_column("healthy")
     table.add_column("stale")
@@ -107,6 +108,7 @@ def _node_cells(row: Mapping[str, Any]) -> list[str]:
         f"{row.get('gpus', 0):g}",
         str(row.get("analysers", 0)),
         _jobs(row),
+        str(row.get("held_here", "—")),
         _pace(row),
         _size(row.get("disk_free_bytes")),
         _size(row.get("memory_available_bytes")),
@@ -116,7 +118,7 @@ def _node_cells(row: Mapping[str, Any]) -> list[str]:
 
 
 def _jobs(row: Mapping[str, Any]) -> str:
-    """Jobs the node holds, out of what its look-ahead allows ("3/4")."""
+    """Jobs the node holds (every bridge's), out of what its look-ahead allows ("3/4")."""
     capacity = row.get("capacity")
     held = row.get("assigned", 0)
     return f"{held}/{capacity}" if capacity is not None else str(held)
