@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 
 #: Pause after a Redis error in a loop before trying again.
 ERROR_PAUSE_S = 1.0
+#: While jobs wait for a node, the other bridges' holds are read this often: room they give
+#: back is seen within this long.
+HOLDS_REFRESH_S = 0.1
 
 
 class Bridge:
@@ -170,6 +173,7 @@ class Bridge:
                 self._every(every, self.fleet.refresh_health),
                 self._every(self.settings.heartbeat_seconds, self._heartbeat),
                 self._every(self.leases.renew_every_s, self.leases.renew),
+                self._every(HOLDS_REFRESH_S, self._refresh_holds),
             )
         ]
         await self._heartbeat()
@@ -310,6 +314,11 @@ class Bridge:
                 await action()
             except Exception as e:  # a background chore must not stop the bridge
                 log.warning("%s failed: %s", getattr(action, "__name__", action), e)
+
+    async def _refresh_holds(self) -> None:
+        if self.fleet.waiting and self.holds.others:
+            await self.holds.refresh(n.node_id for n in self.fleet.nodes if n.alive)
+            self.fleet.dispatch()
 
     async def _heartbeat(self) -> None:
         self.metrics.observe_window(self.window)

@@ -194,6 +194,11 @@ class Fleet:
             node, slot.job_id, capacity, view.download_slots, slot.expected_s or 0.0, forced
         )
 
+    @property
+    def waiting(self) -> bool:
+        """Some job waits for a node."""
+        return any(not f.done() for _, _, f in self._waiting)
+
     def dispatch(self) -> None:
         """Give waiting jobs nodes, first come first served, while nodes have room."""
         while self._waiting:

@@ -70,7 +70,8 @@ class Holds:
             self.bridge,
         ]
         ok, jobs, downloading, expected = await self._acquire(keys=keys, args=args)
-        self.others[node] = Others(int(jobs), int(downloading), float(expected))
+        if int(jobs) or node in self.others:  # empty while this bridge is alone
+            self.others[node] = Others(int(jobs), int(downloading), float(expected))
         return bool(ok)
 
     def downloaded(self, node: str, job_id: str, expected_s: float) -> None:
@@ -94,7 +95,10 @@ class Holds:
         bridges = sorted({f.partition("|")[0] for h in found for f in h} - {self.bridge})
         leases = await self.redis.mget([self.names.lease(b) for b in bridges]) if bridges else []
         alive = {b for b, v in zip(bridges, leases, strict=True) if v is not None}
-        self.others = {n: _others(h, self.bridge, alive) for n, h in zip(nodes, found, strict=True)}
+        found_others = {
+            n: _others(h, self.bridge, alive) for n, h in zip(nodes, found, strict=True)
+        }
+        self.others = found_others if alive else {}
 
     async def bridges_holding(self, nodes: Iterable[str]) -> dict[str, dict[str, int]]:
         """node → bridge → jobs held (``status --cluster``)."""

@@ -85,6 +85,7 @@ def schedule(
         Path | None, typer.Option(help="Where Gantt PNGs go (default docs/; none with --quick).")
     ] = None,
     local: Annotated[bool, typer.Option(help="Also the thread pool and asyncio runs.")] = True,
+    celery: Annotated[bool, typer.Option(help="Also Celery (a queue per resource class).")] = True,
 ) -> None:
     """Ours vs the seed design (and a thread pool, asyncio) against the lower bound."""
     _logging()
@@ -104,6 +105,7 @@ def schedule(
         workloads=tuple(workload or (("seed-example",) if quick else ("seed-example", "mix"))),
         gantt_dir=gantt_dir if gantt_dir or quick else DOCS_DIR,
         local=local,
+        celery=celery,
         warm_per_node=1 if quick else None,  # a smoke run need not warm every worker
     )
     before = snapshot()

@@ -29,6 +29,7 @@ SCHEDULE_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("ours/ref", lambda r: _f(r.get("list_efficiency"))),
     ("seed s", lambda r: _f(r["seed_makespan_s"], 2)),
     ("seed eff", lambda r: _f(r["seed_efficiency"])),
+    ("celery eff", lambda r: _f(r.get("celery_efficiency"))),
     ("threads eff", lambda r: _f(r.get("threadpool_efficiency"))),
     ("asyncio eff", lambda r: _f(r.get("asyncio_efficiency"))),
     ("GPU duty", lambda r: _f(r["gpu_duty"])),
@@ -142,6 +143,13 @@ def bridges_table(doc: dict[str, Any]) -> Table:
         f"once {'yes' if kill['completed_once'] else 'NO'}, first of its jobs' steps again "
         f"{kill['first_resumed_step_s']:.2f} s after the kill"
     )
+    fair = kill.get("fairness")
+    if fair:
+        table.caption += (
+            f"; fairness: A's jobs completed before B's 10th: {fair['a_completed_before_bs_last']}"
+            f" of {fair['a_total']}; a high-priority job behind 200 started after "
+            f"{fair['urgent_started_after']} others (window {fair['window']})"
+        )
     return table
 
 
