@@ -161,6 +161,7 @@ class Bridge:
         if self.settings.metrics_port is not None:
             self.metrics.serve(self.settings.metrics_port, self.settings.metrics_host)
         control_after = await self.stream.control_tail()
+        await self._check_peers()
         await self.fleet.refresh_nodes()
         # The first health round before the first read: no download to a full disk at start.
         await asyncio.gather(self.fleet.wait_warm(), self.fleet.refresh_health())
@@ -169,6 +170,7 @@ class Bridge:
             asyncio.create_task(c)
             for c in (
                 self._control_loop(control_after),
+                self._every(every, self._check_peers),
                 self._every(every, self.fleet.refresh_nodes),
                 self._every(every, self.fleet.refresh_health),
                 self._every(self.settings.heartbeat_seconds, self._heartbeat),
@@ -202,13 +204,14 @@ class Bridge:
         await self.redis.aclose()
         self._stopped.set()
 
-    async def _others_alive(self) -> bool:
+    async def _others_alive(self, *, unsure: bool = True) -> bool:
+        """Whether another bridge holds a lease (``unsure``: the answer after a Redis error)."""
         try:
             names = await self.redis.hkeys(self.names.bridges)
             others = [n for n in names if n != self.settings.bridge_name]
             return bool(await self.leases.alive(others))
         except RedisError:
-            return True  # unsure: leave the shared actors running
+            return unsure
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -314,6 +317,16 @@ class Bridge:
                 await action()
             except Exception as e:  # a background chore must not stop the bridge
                 log.warning("%s failed: %s", getattr(action, "__name__", action), e)
+
+    async def _check_peers(self) -> None:
+        """Holds are kept only while another bridge shares the cluster (holds.py)."""
+        shared = await self._others_alive(unsure=False)
+        if shared and not self.holds.active:
+            nodes = [n.node_id for n in self.fleet.nodes]
+            await self.holds.activate(nodes, self.fleet.bound_holds())
+        elif not shared:
+            self.holds.active = False
+            self.holds.others = {}
 
     async def _refresh_holds(self) -> None:
         if self.fleet.waiting and self.holds.others:

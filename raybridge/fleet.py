@@ -84,7 +84,7 @@ class Fleet:
     async def refresh_nodes(self) -> None:
         """Read the nodes; start analysis actors where they are missing, forget dead nodes."""
         self.nodes = await asyncio.to_thread(self.launcher.nodes)
-        if self.holds is not None:
+        if self.holds is not None and self.holds.active:
             await self.holds.refresh(n.node_id for n in self.nodes if n.alive)
         snapshot = ClusterSnapshot(tuple(self.nodes))
         if self._on_gpus is None and snapshot.alive_ids:
@@ -186,8 +186,10 @@ class Fleet:
             await asyncio.sleep(HOLD_RETRY_S)
 
     async def _hold(self, slot: Slot, node: str, *, forced: bool) -> bool:
-        view = self.snapshot().node(node) if self.holds is not None else None
-        if self.holds is None or view is None:
+        if self.holds is None or not self.holds.active:
+            return True
+        view = self.snapshot().node(node)
+        if view is None:
             return True
         capacity = view.capacity(self.settings.download_lookahead)
         return await self.holds.acquire(
@@ -224,7 +226,7 @@ class Fleet:
     def leave_node(self, slot: Slot, phase: Phase) -> None:
         """The job no longer holds its node (its analysis ended, or it stopped)."""
         if slot.job_id in self.window and slot.node_id is not None:
-            if self.holds is not None:
+            if self.holds is not None and self.holds.active:
                 self.holds.release(slot.node_id, slot.job_id)
             self.window.advance(slot.job_id, phase)
             self.dispatch()
@@ -234,7 +236,7 @@ class Fleet:
         if slot.node_id and slot.launched_at is not None:
             self.pace.downloaded(slot.node_id, slot.launched_at, t)
         slot.downloaded_at = t
-        if self.holds is not None and slot.node_id:
+        if self.holds is not None and self.holds.active and slot.node_id:
             self.holds.downloaded(slot.node_id, slot.job_id, slot.expected_s or 0.0)
         self.window.advance(slot.job_id, Phase.ANALYSING)
         self.dispatch()
@@ -287,6 +289,17 @@ class Fleet:
         expected = self.pace.download_s(node.node_id) or 0.0
         return min(max(0.0, expected - (now - (s.launched_at or now))) for s in running)
 
+    def _update_expected(self) -> None:
+        """Each bound job's expected seconds from its node's pace as measured now (a job placed
+        before any pace was known would otherwise weigh its node down for its whole stay)."""
+        paces = {n.node_id: self.pace.pace(n.node_id) for n in self.nodes}
+        known = [p for p in paces.values() if p is not None]
+        mean = sum(known) / len(known) if known else 1.0
+        for slot in self.window:
+            if slot.media_s is not None and slot.node_id is not None:
+                pace = paces.get(slot.node_id)
+                slot.expected_s = slot.media_s * (pace if pace is not None else mean)
+
     def _could_start(self, slot: Slot) -> float:
         return self.pace.could_start(slot.analyser, slot.downloaded_at or 0.0)
 
@@ -297,9 +310,19 @@ class Fleet:
         pace = view.pace if view is not None and view.pace is not None else snapshot.mean_pace
         return media_s * pace
 
+    def bound_holds(self) -> dict[str, list[tuple[str, str, float]]]:
+        """The jobs on nodes now, as holds (holds.py): node → (job, kind, expected s)."""
+        out: dict[str, list[tuple[str, str, float]]] = {}
+        for slot in self.window:
+            if slot.node_id is not None and slot.phase in (Phase.DOWNLOADING, Phase.ANALYSING):
+                kind = "d" if slot.phase is Phase.DOWNLOADING else "a"
+                out.setdefault(slot.node_id, []).append((slot.job_id, kind, slot.expected_s or 0.0))
+        return out
+
     def snapshot(self) -> ClusterSnapshot:
         """The nodes now, with this window's jobs on them, their look-ahead and health."""
         now = time.monotonic()
+        self._update_expected()
         nodes = tuple(
             replace(
                 n,

@@ -12,6 +12,11 @@ never holds more jobs than one bridge alone would give it, and each bridge place
 others' jobs counted (their count, their downloads, their expected seconds: ``others``).
 Moves and releases are sent without waiting for the reply: they only ever free room.
 
+A bridge alone in its cluster keeps no holds (three round trips a job saved): it becomes
+``active`` when it sees another bridge's lease (at start, and every node refresh), and then
+first writes holds for the jobs it already has on nodes; the newcomer sees them within one node
+refresh (2 s) and until then may place a few jobs more on a node than its look-ahead.
+
 Ray's resources already keep the downloads of a node within its slots and the shared analysis
 actors (one per GPU) keep analyses within its GPUs; the holds keep the *placement* right.
 """
@@ -49,6 +54,8 @@ class Holds:
         self.names = names
         self.bridge = bridge
         self.others: dict[str, Others] = {}
+        #: Other bridges share the cluster: holds are taken, moved and given back.
+        self.active = False
         self._acquire = redis.register_script(_ACQUIRE_LUA)
         self._sent: set[asyncio.Task[object]] = set()
 
@@ -84,6 +91,23 @@ class Holds:
         task = asyncio.ensure_future(call)  # type: ignore[arg-type]
         self._sent.add(task)
         task.add_done_callback(self._sent.discard)
+
+    async def activate(
+        self, nodes: Iterable[str], bound: dict[str, list[tuple[str, str, float]]]
+    ) -> None:
+        """Another bridge appeared: replace this bridge's holds on ``nodes`` by the jobs it now
+        has there (``bound``: node → (job, ``d`` or ``a``, expected seconds))."""
+        keys = [self.names.holds(node) for node in {*nodes, *bound}]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for key in keys:
+                for field in await self.redis.hkeys(key):
+                    if field.startswith(f"{self.bridge}|"):
+                        pipe.hdel(key, field)
+            for node, jobs in bound.items():
+                for job_id, kind, expected in jobs:
+                    pipe.hset(self.names.holds(node), self._field(job_id), f"{kind}|{expected}")
+            await pipe.execute()
+        self.active = True
 
     async def refresh(self, nodes: Iterable[str]) -> None:
         """Read the other live bridges' holds on ``nodes``."""

@@ -188,3 +188,22 @@ def run_jobs(broker: str, durations: dict[str, dict[str, float]], timeout_s: flo
     spans = [Span(**json.loads(x)) for x in client.lrange(SPANS_KEY, 0, -1)]
     completions = {d["job"]: d["t"] for d in done}
     return Run("celery", t0, max(completions.values()), spans, completions)
+
+
+def celery_rate(topology: Any, broker: str, jobs: int, warm: int) -> tuple[float, dict[str, float]]:
+    """No-op chains through the workers: (jobs/s from the first start to the last end, CPU ms
+    per job by role). ``warm`` jobs run and are thrown away first."""
+    from vidbrief.bench.cpu import cpu_meter
+
+    configure(broker)
+    nodes = [(n.name, n.gpus, n.download_slots) for n in topology.nodes]
+    head = next(n.name for n in topology.nodes if n.head)
+    count = 2 * sum(1 for _, g, s in nodes if g and s) + 2
+    noop = dict.fromkeys((DOWNLOAD_STEP, ANALYSE_STEP, BRIEF_STEP, REPORT_STEP), 0.0)
+    with workers(broker, nodes, head):
+        wait_ready(broker, count)
+        run_jobs(broker, {f"warm-{n}": noop for n in range(warm)}, 300)
+        with cpu_meter(include_driver=False) as meter:
+            run = run_jobs(broker, {f"tp-{n}": noop for n in range(jobs)}, 300)
+    first = min(span.start for span in run.spans)
+    return jobs / (run.t_end - first), meter.per_job_ms(jobs)

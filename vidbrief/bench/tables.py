@@ -64,6 +64,7 @@ def bridge_table(doc: dict[str, Any]) -> Table:
         ("raw Ray, same chain and window", f"{doc['raw_ray_jobs_per_s']:.1f} jobs/s"),
         ("rq, one Worker (fork per job)", f"{doc['rq_jobs_per_s']:.1f} jobs/s"),
         ("rq, one SimpleWorker", f"{doc['rq_simple_jobs_per_s']:.1f} jobs/s"),
+        ("Celery, a worker per class", f"{doc.get('celery_jobs_per_s', float('nan')):.1f} jobs/s"),
         ("bridge / raw Ray", f"{doc['bridge_vs_raw_ray']:.2f}"),
         ("bridge / rq Worker", f"{doc['bridge_vs_rq']:.2f}"),
         ("bridge / rq SimpleWorker", f"{doc['bridge_vs_rq_simple']:.2f}"),
