@@ -177,7 +177,10 @@ class Fleet:
         bridges, the node's shared capacity a hold for it (holds.py); assign it there."""
         while True:
             future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-            self._waiting.append((slot, prefer, future))
+            if slot.deliveries > 1:  # taken over from a dead bridge: it has waited already
+                self._waiting.appendleft((slot, prefer, future))
+            else:
+                self._waiting.append((slot, prefer, future))
             self.dispatch()
             node = await future
             if await self._hold(slot, node, forced=node == prefer):
@@ -193,7 +196,7 @@ class Fleet:
             return True
         capacity = view.capacity(self.settings.download_lookahead)
         return await self.holds.acquire(
-            node, slot.job_id, capacity, view.download_slots, slot.expected_s or 0.0, forced
+            node, slot.job_id, capacity, view.download_slots, slot.media_s or 0.0, forced
         )
 
     @property
@@ -237,7 +240,7 @@ class Fleet:
             self.pace.downloaded(slot.node_id, slot.launched_at, t)
         slot.downloaded_at = t
         if self.holds is not None and self.holds.active and slot.node_id:
-            self.holds.downloaded(slot.node_id, slot.job_id, slot.expected_s or 0.0)
+            self.holds.downloaded(slot.node_id, slot.job_id, slot.media_s or 0.0)
         self.window.advance(slot.job_id, Phase.ANALYSING)
         self.dispatch()
 
@@ -311,12 +314,12 @@ class Fleet:
         return media_s * pace
 
     def bound_holds(self) -> dict[str, list[tuple[str, str, float]]]:
-        """The jobs on nodes now, as holds (holds.py): node → (job, kind, expected s)."""
+        """The jobs on nodes now, as holds (holds.py): node → (job, kind, media s)."""
         out: dict[str, list[tuple[str, str, float]]] = {}
         for slot in self.window:
             if slot.node_id is not None and slot.phase in (Phase.DOWNLOADING, Phase.ANALYSING):
                 kind = "d" if slot.phase is Phase.DOWNLOADING else "a"
-                out.setdefault(slot.node_id, []).append((slot.job_id, kind, slot.expected_s or 0.0))
+                out.setdefault(slot.node_id, []).append((slot.job_id, kind, slot.media_s or 0.0))
         return out
 
     def snapshot(self) -> ClusterSnapshot:
@@ -344,13 +347,15 @@ class Fleet:
         return self._with_others_backlog(snapshot)
 
     def _with_others_backlog(self, snapshot: ClusterSnapshot) -> ClusterSnapshot:
+        """Add the other bridges' jobs, their media seconds at each node's pace as measured."""
         others = self.holds.others if self.holds is not None else {}
         if not others:
             return snapshot
+        mean = snapshot.mean_pace
         return ClusterSnapshot(
             tuple(
-                replace(n, backlog_s=(n.backlog_s or 0.0) + others[n.node_id].expected_s)
-                if n.node_id in others
+                replace(n, backlog_s=(n.backlog_s or 0.0) + others[n.node_id].media_s * p)
+                if n.node_id in others and (p := n.pace if n.pace is not None else mean)
                 else n
                 for n in snapshot.nodes
             )

@@ -1,7 +1,9 @@
 """Node capacity shared by every bridge of a cluster: one hash of holds per node in Redis.
 
-    vidbrief:holds:<node>   <bridge>|<job> → "d|<expected s>" (downloading) or "a|<expected s>"
-                            (downloaded, analysing or waiting for its analyser there)
+    vidbrief:holds:<node>   <bridge>|<job> → "d|<media s>" (downloading) or "a|<media s>"
+                            (downloaded, analysing or waiting for its analyser there); the
+                            video's probed duration, which each bridge turns into expected
+                            seconds with the node's pace as it measures it
 
 A bridge takes a hold before it launches a job's download on a node (``acquire``: one Lua
 script that drops the holds of bridges whose lease lapsed, counts the rest and adds this one
@@ -43,7 +45,7 @@ class Others:
 
     jobs: int = 0
     downloading: int = 0
-    expected_s: float = 0.0
+    media_s: float = 0.0
 
 
 class Holds:
@@ -63,14 +65,14 @@ class Holds:
         return f"{self.bridge}|{job_id}"
 
     async def acquire(
-        self, node: str, job_id: str, capacity: int, slots: float, expected_s: float, force: bool
+        self, node: str, job_id: str, capacity: int, slots: float, media_s: float, force: bool
     ) -> bool:
         """Hold a place for ``job_id`` on ``node`` if there is room (always, with ``force``)."""
         keys = [self.names.holds(node)]
         args = [
             self.names.lease_prefix,
             self._field(job_id),
-            f"{DOWNLOADING}|{expected_s:.3f}",
+            f"{DOWNLOADING}|{media_s:.3f}",
             capacity,
             slots,
             1 if force else 0,
@@ -81,8 +83,8 @@ class Holds:
             self.others[node] = Others(int(jobs), int(downloading), float(expected))
         return bool(ok)
 
-    def downloaded(self, node: str, job_id: str, expected_s: float) -> None:
-        self._send(self.redis.hset(self.names.holds(node), self._field(job_id), f"a|{expected_s}"))
+    def downloaded(self, node: str, job_id: str, media_s: float) -> None:
+        self._send(self.redis.hset(self.names.holds(node), self._field(job_id), f"a|{media_s}"))
 
     def release(self, node: str, job_id: str) -> None:
         self._send(self.redis.hdel(self.names.holds(node), self._field(job_id)))
@@ -96,7 +98,7 @@ class Holds:
         self, nodes: Iterable[str], bound: dict[str, list[tuple[str, str, float]]]
     ) -> None:
         """Another bridge appeared: replace this bridge's holds on ``nodes`` by the jobs it now
-        has there (``bound``: node → (job, ``d`` or ``a``, expected seconds))."""
+        has there (``bound``: node → (job, ``d`` or ``a``, media seconds))."""
         keys = [self.names.holds(node) for node in {*nodes, *bound}]
         async with self.redis.pipeline(transaction=True) as pipe:
             for key in keys:
@@ -150,13 +152,13 @@ def _others(holds: dict[str, str], me: str, alive: set[str]) -> Others:
         jobs += 1
         downloading += kind == DOWNLOADING
         expected += float(seconds or 0)
-    return Others(jobs, downloading, expected)
+    return Others(jobs, downloading, expected)  # media seconds
 
 
 # KEYS: the node's holds. ARGV: lease prefix, this hold's field, its value, capacity, download
 # slots, force (1/0), this bridge. Drops holds of bridges without a lease; adds this one if the
-# node has room (or force). Returns {added, other bridges' jobs, their downloads, their
-# expected seconds} as counted before adding.
+# node has room (or force). Returns {added, other bridges' jobs, their downloads, their media
+# seconds} as counted before adding.
 _ACQUIRE_LUA = """
 local all = redis.call('HGETALL', KEYS[1])
 local alive, jobs, downloading, others, other_dl, other_s = {}, 0, 0, 0, 0, 0
