@@ -96,8 +96,9 @@ class Settings(BaseSettings):
     claim_idle_ms: int = Field(
         60_000,
         ge=1,
-        description="Unused, kept so that configurations setting it still load: a stopped or "
-        "dead bridge's entries are claimed as soon as its lease lapses (VIDBRIEF_LEASE_SECONDS).",
+        description="A bridge's own entry left pending (an outcome it could not store) is run "
+        "again once idle this long. A stopped or dead bridge's entries are claimed as soon as "
+        "its lease lapses (VIDBRIEF_LEASE_SECONDS), whatever their idle time.",
     )
     lease_seconds: float = Field(
         3.0,

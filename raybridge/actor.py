@@ -250,6 +250,9 @@ class Bridge:
         if time.monotonic() >= self._next_orphan_sweep:
             self._next_orphan_sweep = time.monotonic() + self.leases.renew_every_s
             entries = await self.leases.claim_orphans(count)
+            entries += await self.leases.claim_own_stale(
+                count - len(entries), self.settings.claim_idle_ms, set(self.window.stream_ids())
+            )
             if entries:
                 return entries
         taken = await self.queue.take(count)

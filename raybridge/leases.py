@@ -14,6 +14,11 @@ resumes from its last finished step). So a dead bridge's jobs go on elsewhere se
 died, not after an idle time. The consumer ``:parked`` (entries waiting in fair-share lanes,
 fairness.py) is never claimed; a consumer with no lease and nothing pending is deleted.
 
+A bridge's *own* entries can be left pending too, while it lives: an outcome it could not
+store (Redis down a moment) leaves the job's entry pending and the job out of its window. The
+same sweep claims those back once idle ``VIDBRIEF_CLAIM_IDLE_MS`` (never the ones in its
+window), and they run again (a finished step is not redone).
+
 The same leases tell which bridges' holds on nodes still count (holds.py).
 """
 
@@ -78,6 +83,32 @@ class Leases:
                 continue
             claimed += await self._claim_from(name, count - len(claimed))
         return claimed
+
+    async def claim_own_stale(
+        self, count: int, min_idle_ms: int, in_window: set[str]
+    ) -> list[Entry]:
+        """This bridge's own pending entries idle ``min_idle_ms`` and not in its window."""
+        rows = await self.redis.xpending_range(
+            self.names.jobs,
+            BRIDGE_GROUP,
+            "-",
+            "+",
+            count + len(in_window),
+            consumername=self.consumer,
+            idle=min_idle_ms,
+        )
+        ids = [r["message_id"] for r in rows if r["message_id"] not in in_window][:count]
+        if not ids:
+            return []
+        claimed = await self.redis.xclaim(
+            self.names.jobs, BRIDGE_GROUP, self.consumer, min_idle_ms, ids
+        )
+        out = []
+        for sid, fields in claimed:
+            found = await self.redis.xpending_range(self.names.jobs, BRIDGE_GROUP, sid, sid, 1)
+            deliveries = int(found[0]["times_delivered"]) if found else 1
+            out.append(Entry(sid, fields or {}, deliveries))
+        return out
 
     async def _claim_from(self, name: str, count: int) -> list[Entry]:
         keys = [self.names.jobs, self.names.lease(name)]

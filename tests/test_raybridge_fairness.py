@@ -218,3 +218,20 @@ def test_waiting_ids_are_reported_per_priority_and_producer(
         r["consumer"] for r in redis_client.xpending_range(names.jobs, BRIDGE_GROUP, "-", "+", 10)
     ]
     assert sorted(owners) == [PARKED_CONSUMER] * 3 + ["b1"]
+
+
+def test_an_own_entry_left_pending_while_the_bridge_lives_is_run_again_after_the_idle_time(
+    make_bridge: Callable[..., Bridge], redis_client: redis.Redis, names: RedisNames
+) -> None:
+    bridge = make_bridge(claim_idle_ms=300)
+
+    async def during() -> None:
+        # As after an outcome that could not be stored: pending under its own name, not in
+        # its window, after its start-up recovery.
+        await until(lambda: bridge.window.capacity > 0 and bridge._own_cursor is None)
+        xadd_raw(redis_client, names, job("left"))
+        redis_client.xreadgroup(BRIDGE_GROUP, "b1", {names.jobs: ">"}, count=1)
+        await until(lambda: group_idle(redis_client, names))
+
+    asyncio.run(run_bridges([bridge], during))
+    assert count_events(events(redis_client, names), EventType.COMPLETED) == {"left": 1}
