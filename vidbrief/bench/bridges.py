@@ -134,6 +134,7 @@ def run_kill(
         ours = [s["job_id"] for s in held]
         t_kill = time.time()
         os.kill(pid, signal.SIGKILL)
+        attempts = {j: int(client.hget(names.job(j), "attempts") or 0) for j in ours}
         log.info("killed bridge %s (pid %d) holding %d jobs", "bench-1", pid, len(ours))
         wait_done(client, names, job_ids, max(180.0, 6 * bound))
     finally:
@@ -141,7 +142,7 @@ def run_kill(
             handle.stop(grace_s=0)
         ray.kill(victim.actor, no_restart=True)
         wait_for_gpus_free()
-    resumed = _first_step_after(client, names, set(ours), t_kill)
+    resumed = _first_step_after(client, names, attempts, t_kill)
     return {
         "killed_jobs": len(ours),
         "completed_once": completions(client, names) == dict.fromkeys(job_ids, 1),
@@ -160,14 +161,18 @@ def _wait_holding(handle: Any, timeout_s: float = 60.0) -> list[dict[str, Any]]:
     raise TimeoutError("the bridge to kill got no job")
 
 
-def _first_step_after(client: redis.Redis, names: RedisNames, jobs: set[str], t: float) -> float:
-    first = None
+def _first_step_after(
+    client: redis.Redis, names: RedisNames, attempts: dict[str, int], t: float
+) -> float:
+    """When the first step of a new attempt of one of ``attempts``' jobs started (a step of
+    the killed bridge's own attempt may still end on a shared analyser: not a resumed one)."""
     for sid, fields in client.xrange(names.events, min=f"{int(t * 1000)}-0"):
         event = parse_event(fields[EVENT_FIELD], sid)
-        if event.type == EventType.STEP_STARTED and event.job_id in jobs:
-            first = int(sid.split("-")[0]) / 1000
-            break
-    return first or 0.0
+        if event.type != EventType.STEP_STARTED or event.job_id not in attempts:
+            continue
+        if int(event.data.get("attempt", 0)) > attempts[event.job_id]:
+            return int(sid.split("-")[0]) / 1000
+    return 0.0
 
 
 def run_bridges_bench(jobs: int, scale: float, window: int, repeat: int) -> dict[str, Any]:
