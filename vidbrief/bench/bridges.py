@@ -248,6 +248,22 @@ def _document(
             at_most=True,
         )
     ]
+    fair = kill.get("fairness")
+    if fair:
+        targets += [
+            Target(
+                f"A's jobs completed before B's last (of {FLOOD})",
+                fair["a_completed_before_bs_last"],
+                FAIR_BEFORE_A,
+                at_most=True,
+            ),
+            Target(
+                "jobs started between a high job's XADD and its start",
+                fair["urgent_started_after"],
+                fair["window"],
+                at_most=True,
+            ),
+        ]
     return {
         "bench": "bridges",
         "jobs": workload.jobs,
@@ -266,6 +282,8 @@ def _document(
 #: Short synthetic steps for the fairness runs (what counts is the order, not the durations).
 FAIR_STEPS_S = {DOWNLOAD_STEP: 0.05, ANALYSE_STEP: 0.15, "brief": 0.02, "report": 0.01}
 FLOOD, FEW, BACKLOG = 300, 10, 200
+#: B's 10 jobs must all complete before A's 60th: at most 59 of A's before B's last.
+FAIR_BEFORE_A = 59
 
 
 def _xadd(client: redis.Redis, names: RedisNames, jobs: list[tuple[str, str, str]]) -> None:
