@@ -13,7 +13,7 @@ cancelled and it is downloaded again here (its video is on the other node's disk
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from raybridge.window import Phase, Slot
@@ -39,6 +39,26 @@ def backlog_s(slots: Iterable[Slot], could_start: Callable[[Slot], float], now: 
         done = max(0.0, now - could_start(slot))
         total -= min(done, slot.expected_s or 0.0)
     return max(total, 0.0)
+
+
+def slot_wait_s(bound: Iterable[Slot], slots: float, download_s: float, now: float) -> float:
+    """Seconds until one of a node's ``slots`` download slots frees (0 when one is free), from
+    its jobs ``bound`` there and its measured download time."""
+    running = [s for s in bound if s.phase is Phase.DOWNLOADING]
+    if not running or len(running) < slots:
+        return 0.0
+    return min(max(0.0, download_s - (now - (s.launched_at or now))) for s in running)
+
+
+def update_expected(slots: Iterable[Slot], paces: Mapping[str, float | None]) -> None:
+    """Each bound job's expected seconds from its node's pace as measured now (a job placed
+    before any pace was known would otherwise weigh its node down for its whole stay)."""
+    known = [p for p in paces.values() if p is not None]
+    mean = sum(known) / len(known) if known else 1.0
+    for slot in slots:
+        if slot.media_s is not None and slot.node_id is not None:
+            pace = paces.get(slot.node_id)
+            slot.expected_s = slot.media_s * (pace if pace is not None else mean)
 
 
 @dataclass(frozen=True)

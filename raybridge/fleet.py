@@ -26,7 +26,7 @@ from typing import Any
 
 from ingest.names import ANALYSE_STEP
 from ingest.settings import Settings
-from raybridge.expected import backlog_s, choose_steal
+from raybridge.expected import backlog_s, choose_steal, slot_wait_s, update_expected
 from raybridge.health import HealthMonitor
 from raybridge.holds import Holds
 from raybridge.metrics import BridgeMetrics
@@ -285,23 +285,12 @@ class Fleet:
         )
 
     def _slot_wait_s(self, node: NodeView, now: float) -> float:
-        """Seconds until a download slot of ``node`` frees (0 when one is free)."""
-        running = [s for s in self.window.bound_to(node.node_id) if s.phase is Phase.DOWNLOADING]
-        if not running or len(running) < node.download_slots:
-            return 0.0
-        expected = self.pace.download_s(node.node_id) or 0.0
-        return min(max(0.0, expected - (now - (s.launched_at or now))) for s in running)
+        downloads = self.pace.download_s(node.node_id) or 0.0
+        return slot_wait_s(self.window.bound_to(node.node_id), node.download_slots, downloads, now)
 
     def _update_expected(self) -> None:
-        """Each bound job's expected seconds from its node's pace as measured now (a job placed
-        before any pace was known would otherwise weigh its node down for its whole stay)."""
-        paces = {n.node_id: self.pace.pace(n.node_id) for n in self.nodes}
-        known = [p for p in paces.values() if p is not None]
-        mean = sum(known) / len(known) if known else 1.0
-        for slot in self.window:
-            if slot.media_s is not None and slot.node_id is not None:
-                pace = paces.get(slot.node_id)
-                slot.expected_s = slot.media_s * (pace if pace is not None else mean)
+        """Bound jobs' expected seconds at the paces measured now (expected.py)."""
+        update_expected(self.window, {n.node_id: self.pace.pace(n.node_id) for n in self.nodes})
 
     def _could_start(self, slot: Slot) -> float:
         return self.pace.could_start(slot.analyser, slot.downloaded_at or 0.0)
