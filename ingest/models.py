@@ -20,6 +20,10 @@ JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_URL_CHARS = 2048
 MAX_INSTRUCTIONS_CHARS = 4000
 MAX_ENTRY_BYTES = 64 * 1024  # a job request larger than this is refused before parsing
+#: The request's priorities, highest first (the bridge serves them in this order).
+PRIORITIES = ("high", "normal", "low")
+DEFAULT_PRIORITY = "normal"
+Priority = Literal["high", "normal", "low"]
 
 
 #: Unicode categories refused in URLs and names: control characters (terminal escapes, NUL,
@@ -85,7 +89,16 @@ class JobRequest(BaseModel):
         pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$",
         description="Language of the brief (BCP 47 tag, e.g. en, zh-CN).",
     )
-    producer: str | None = Field(None, max_length=100, description="Who sent the request.")
+    producer: str | None = Field(
+        None,
+        max_length=100,
+        description="Who sent the request; jobs are shared fairly between producers.",
+    )
+    priority: Priority = Field(
+        "normal",
+        description="low, normal or high: a waiting job of a higher priority starts first; "
+        "within one priority producers take turns.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -113,8 +126,9 @@ class JobRequest(BaseModel):
         return self if self.job_id else self.model_copy(update={"job_id": new_job_id()})
 
     def to_json(self) -> str:
-        """Compact JSON, absent fields left out."""
-        return self.model_dump_json(exclude_none=True)
+        """Compact JSON, absent fields left out (and the default priority)."""
+        exclude = {"priority"} if self.priority == DEFAULT_PRIORITY else set()
+        return self.model_dump_json(exclude_none=True, exclude=exclude)
 
 
 def new_job_id() -> str:

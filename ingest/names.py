@@ -24,6 +24,10 @@ REASON_FIELD, DELIVERIES_FIELD, STREAM_ID_FIELD = "reason", "deliveries", "strea
 #: Field of a dead letter that lists (JSON) the original fields it kept only in part.
 TRUNCATED_FIELD = "truncated"
 
+#: Consumer name (in group ``bridge``) that owns entries routed to a fair-share lane and not
+#: yet taken by a bridge. A ':' cannot appear in a bridge name, so no bridge can be called this.
+PARKED_CONSUMER = ":parked"
+
 #: The steps of the chain, in order (pipeline/chain.py declares what each one runs). Step
 #: names appear in the job hash (``step:<name>:started``), in events and in settings.
 DOWNLOAD_STEP, ANALYSE_STEP, BRIEF_STEP, REPORT_STEP = "download", "analyse", "brief", "report"
@@ -65,6 +69,40 @@ class RedisNames:
     def bridges(self) -> str:
         """Hash of live bridges: name → JSON heartbeat (window, in flight, time)."""
         return f"{self.prefix}:bridges"
+
+    def lease(self, bridge: str) -> str:
+        """String that exists while bridge ``bridge`` is alive (renewed; expires when it dies)."""
+        return f"{self.prefix}:lease:{bridge}"
+
+    @property
+    def lease_prefix(self) -> str:
+        """``lease(bridge)`` is this + the bridge's name (Lua scripts build the key)."""
+        return f"{self.prefix}:lease:"
+
+    def lanes(self, priority: str) -> str:
+        """List used as a ring: the producers with entries waiting at ``priority``."""
+        return f"{self.lanes_prefix}{priority}"
+
+    @property
+    def lanes_prefix(self) -> str:
+        return f"{self.prefix}:lanes:"
+
+    def lane(self, priority: str, producer: str) -> str:
+        """List of the stream ids one producer has waiting at one priority, oldest first."""
+        return f"{self.lane_prefix}{priority}:{producer}"
+
+    @property
+    def lane_prefix(self) -> str:
+        """``lane(p, producer)`` is this + p + ':' + producer (Lua scripts build the key)."""
+        return f"{self.prefix}:lane:"
+
+    def holds(self, node_id: str) -> str:
+        """Hash of the jobs every bridge has placed on one Ray node: ``<bridge>|<job>`` → hold."""
+        return f"{self.holds_prefix}{node_id}"
+
+    @property
+    def holds_prefix(self) -> str:
+        return f"{self.prefix}:holds:"
 
     def job(self, job_id: str) -> str:
         """Hash with the current state of one job."""

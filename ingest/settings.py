@@ -108,7 +108,19 @@ class Settings(BaseSettings):
     retry_backoff_seconds: float = Field(
         1.0, ge=0, description="First retry delay of a failed step (doubles each time)."
     )
-    claim_idle_ms: int = Field(60_000, ge=1, description="Reclaim others' entries idle this long.")
+    claim_idle_ms: int = Field(
+        60_000,
+        ge=1,
+        description="A bridge's own entry left pending (an outcome it could not store) is run "
+        "again once idle this long. A stopped or dead bridge's entries are claimed as soon as "
+        "its lease lapses (VIDBRIEF_LEASE_SECONDS), whatever their idle time.",
+    )
+    lease_seconds: float = Field(
+        3.0,
+        gt=0,
+        description="A bridge's lease in Redis lives this long unless renewed (three times a "
+        "period): a dead bridge's entries and node holds are taken over within about this long.",
+    )
     events_maxlen: int = Field(100_000, ge=100, description="Events stream trimmed to ~this.")
     job_ttl_seconds: int = Field(7 * 24 * 3600, ge=1, description="Finished job hashes expire.")
     drain_grace_seconds: float = Field(
@@ -190,6 +202,13 @@ class Settings(BaseSettings):
         ge=0,
         le=1,
         description="Synthetic durations vary per job by up to this fraction (deterministic).",
+    )
+    synthetic_probe_error: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Synthetic mode: the duration probe is off by up to this fraction per job "
+        "(deterministic), like a real video's metadata.",
     )
     work_dir: Path = Field(
         default_factory=lambda: _data_dir() / "work", description="Artefacts per job and step."

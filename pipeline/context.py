@@ -28,6 +28,8 @@ class JobContext:
     #: Progress and cancel callbacks of the process running the step (pipeline/hooks.py); set
     #: there, never pickled: a context that travels arrives without them.
     hooks: StepHooks = field(default_factory=StepHooks, compare=False, repr=False)
+    #: Steps that run again even where a kept output exists (a job moved to another node).
+    fresh: frozenset[str] = frozenset()
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Ray pickles the context into each of a job's tasks, and the settings are most of its
@@ -41,6 +43,7 @@ class JobContext:
             self.attempt,
             self.step_seconds,
             self.reused_steps,
+            self.fresh,
         )
 
     @cached_property  # asked by every step twice or more; not pickled, so found again on arrival
@@ -62,9 +65,10 @@ def _rebuild(
     attempt: int,
     step_seconds: dict[str, float] | None,
     reused_steps: tuple[str, ...] = (),
+    fresh: frozenset[str] = frozenset(),
 ) -> JobContext:
     settings = settings_from_blob(settings_blob)
-    return JobContext(job_id, request, settings, attempt, step_seconds, reused_steps)
+    return JobContext(job_id, request, settings, attempt, step_seconds, reused_steps, fresh=fresh)
 
 
 #: The Settings object pickled last and its bytes. A process (the bridge) holds one Settings

@@ -115,13 +115,18 @@ def find_analysed(ctx: JobContext) -> dict[str, Any] | None:
     name that does not resolve just now returns None (the download will say so itself).
     """
     found = _exact_analysis(ctx) or _analysis_in_another_language(ctx)
-    if found is None or ctx.settings.step_mode != "real":  # synthetic steps fetch nothing
-        return found
+    if found is None:
+        return None
     try:
         check_source(ctx.request.url, ctx.settings)
     except RetryableStepError as e:
         log.info("job %s: kept analysis not used: %s", ctx.job_id, e)
         return None
+    except PermanentStepError as e:
+        # Synthetic steps resolve nothing (test hosts need not exist): only an address the
+        # policy refuses counts there.
+        if ctx.settings.step_mode == "real" or not isinstance(e.__cause__, UnresolvableHost):
+            raise
     return found
 
 

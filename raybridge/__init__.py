@@ -5,7 +5,9 @@
     job.py             one job's coroutine: place, launch, follow, retry, outcome
     fleet.py           nodes, analysis actors, health rounds, which job downloads where
     finish.py          storing an outcome (hash + event + XACK) and announcing it
-    stream.py          Redis I/O: read, reclaim, ack, dead-letter, job hashes (redis.asyncio)
+    stream.py          Redis I/O: read, ack, dead-letter, job hashes (redis.asyncio)
+    fairness.py        which waiting entry comes next: priorities, producers in turn (Lua)
+    leases.py          bridge leases; the entries of a bridge without one are claimed
     window.py          the in-flight window and the backpressure policy (pure)
     placement.py       which node downloads (and so analyses) a job (pure)
     pace.py            per-node download and analysis times, and the look-ahead (pure)

@@ -9,11 +9,14 @@ hands each entry to admission.py, and runs every admitted job as its own corouti
 Nothing here blocks the event loop: Redis through ``redis.asyncio``, Ray refs awaited, the
 launcher's node listing in a thread.
 
-Around the loop: recovery at start (own pending entries, then XAUTOCLAIM of idle ones), a
-control reader (cancel requests), the node and health refreshes (fleet.py), keep-alive claims
-of the entries in flight, a heartbeat in ``vidbrief:bridges``, trimming the jobs stream of
-acknowledged entries (stream_trim.py), Prometheus metrics, and the clean-up of work folders and
-the artefact store (cleanup.py).
+Which entry comes next (fairness.py): new entries are routed into per-priority, per-producer
+lanes of ids and taken high priority first, producers in turn. Around the loop: a lease in
+Redis renewed three times a period (leases.py), recovery (own pending entries at start; then,
+every third of a lease, the entries of bridges whose lease lapsed), a control reader (cancel
+requests), the node and health refreshes (fleet.py), a heartbeat in ``vidbrief:bridges``,
+trimming the jobs stream of acknowledged entries (stream_trim.py), the watchdog of step time
+limits (step_limits.py), Prometheus metrics, and the clean-up of work folders and the artefact
+store (cleanup.py).
 
 ``Bridge`` is a plain class (Ray's ``util/queue.py`` habit) with its launcher and health
 monitor passed in: ``run.py`` makes it remote with the Ray ones; tests drive it directly with a
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -42,10 +46,13 @@ from ingest.settings import Settings
 from raybridge.admission import Admission, Admitted
 from raybridge.announce import Announcer
 from raybridge.cleanup import Cleaner
+from raybridge.fairness import FairQueue
 from raybridge.finish import Finisher
 from raybridge.fleet import Fleet
 from raybridge.health import HealthMonitor
+from raybridge.holds import Holds
 from raybridge.job import JobRunner
+from raybridge.leases import Leases
 from raybridge.metrics import BridgeMetrics
 from raybridge.protocols import Launcher
 from raybridge.reuse import Reuse
@@ -58,10 +65,9 @@ log = logging.getLogger(__name__)
 
 #: Pause after a Redis error in a loop before trying again.
 ERROR_PAUSE_S = 1.0
-#: XAUTOCLAIM sweeps at most this often (and at least every claim_idle_ms / 2).
-RECLAIM_MIN_S, RECLAIM_MAX_S = 1.0, 30.0
-#: Keep-alive claims of the entries in flight go out at most this often.
-KEEP_ALIVE_MIN_S = 0.1
+#: While jobs wait for a node, the other bridges' holds are read this often: room they give
+#: back is seen within this long.
+HOLDS_REFRESH_S = 0.1
 
 
 class Bridge:
@@ -93,17 +99,19 @@ class Bridge:
             self.redis,
             self.names,
             settings.bridge_name,
-            claim_idle_ms=settings.claim_idle_ms,
             events_maxlen=settings.events_maxlen,
             job_ttl_seconds=settings.job_ttl_seconds,
             dead_letter_field_bytes=settings.dead_letter_field_bytes,
         )
         self.trimmer = JobsTrimmer(self.redis, self.names)
+        self.queue = FairQueue(self.redis, self.names, settings.bridge_name)
+        self.leases = Leases(self.redis, self.names, settings.bridge_name, settings.lease_seconds)
         self.window = Window(settings.window)
         self.policy = policy or WindowRoom()
         self.metrics = BridgeMetrics()
         self.launcher = launcher
-        self.fleet = Fleet(settings, launcher, self.window, self.metrics, health)
+        self.holds = Holds(self.redis, self.names, settings.bridge_name)
+        self.fleet = Fleet(settings, launcher, self.window, self.metrics, health, self.holds)
         finisher = Finisher(self.stream, self.metrics, Announcer(settings, redis_url), self.source)
         self.admission = Admission(
             settings, self.stream, self.window, finisher, self.metrics, self.source
@@ -121,7 +129,7 @@ class Bridge:
         self._reading_done = asyncio.Event()
         self._draining = self._stopping = False
         self._own_cursor: str | None = "0"  # recovery: own pending entries first
-        self._next_reclaim = 0.0
+        self._next_orphan_sweep = 0.0
         self._started_at = now()
         self._last_read_at: float | None = None
 
@@ -164,10 +172,12 @@ class Bridge:
     # -- start and stop ---------------------------------------------------------------------
 
     async def _start(self) -> None:
+        await self.leases.renew()  # before any read: a bridge without a lease is taken over
         await self.stream.ensure_group()
         if self.settings.metrics_port is not None:
             self.metrics.serve(self.settings.metrics_port, self.settings.metrics_host)
         control_after = await self.stream.control_tail()
+        await self._check_peers()
         await self.fleet.refresh_nodes()
         # The first health round before the first read: no download to a full disk at start.
         await asyncio.gather(self.fleet.wait_warm(), self.fleet.refresh_health())
@@ -176,13 +186,15 @@ class Bridge:
             asyncio.create_task(c)
             for c in (
                 self._control_loop(control_after),
+                self._every(every, self._check_peers),
                 self._every(every, self.fleet.refresh_nodes),
                 self._every(self.fleet.health_round_s, self.fleet.refresh_health),
                 self._every(self.settings.heartbeat_seconds, self._heartbeat),
                 self._every(self.settings.heartbeat_seconds, self._trim_jobs),
                 self._every(CHECK_EVERY_S, self.runner.clock.check),
-                self._every(self._keep_alive_s(), self._keep_alive),
                 self.cleaner.run(self.fleet.alive_nodes),
+                self._every(self.leases.renew_every_s, self.leases.renew),
+                self._every(HOLDS_REFRESH_S, self._refresh_holds),
             )
         ]
         await self._heartbeat()
@@ -203,14 +215,27 @@ class Bridge:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if not await self._others_alive():
+            self.fleet.stop_analysers()  # shared by the bridges: the last one stops them
         with contextlib.suppress(TimeoutError):  # let a blocked XREADGROUP return first
             await asyncio.wait_for(self._reading_done.wait(), 2 * READ_BLOCK_MS / 1000)
         with contextlib.suppress(RedisError):
             await self.stream.forget_bridge(self.settings.bridge_name)
+        await self.leases.forget()  # what is left pending is claimed by the others at once
         self.metrics.close()
         self.fleet.close()
+        await self.holds.close()
         await self.redis.aclose()
         self._stopped.set()
+
+    async def _others_alive(self, *, unsure: bool = True) -> bool:
+        """Whether another bridge holds a lease (``unsure``: the answer after a Redis error)."""
+        try:
+            names = await self.redis.hkeys(self.names.bridges)
+            others = [n for n in names if n != self.settings.bridge_name]
+            return bool(await self.leases.alive(others))
+        except RedisError:
+            return unsure
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -237,7 +262,8 @@ class Bridge:
                 await asyncio.wait_for(self._room.wait(), READ_BLOCK_MS / 1000)
 
     async def _next_entries(self, count: int) -> list[Entry]:
-        """Own pending entries first (recovery), then idle ones of others, then new ones."""
+        """Own pending entries first (recovery), then those of bridges without a lease, then
+        the fair-share lanes (fairness.py); when nothing waits, block until something new."""
         self._last_read_at = now()
         if self._own_cursor is not None:
             entries = await self.stream.read_own_pending(self._own_cursor, count)
@@ -245,20 +271,18 @@ class Bridge:
                 self._own_cursor = entries[-1].stream_id
                 return entries
             self._own_cursor = None
-        if time.monotonic() >= self._next_reclaim:
-            entries = await self.stream.reclaim(count)
-            pause = self._reclaim_every_s() if self.stream.sweep_done else 0.0
-            self._next_reclaim = time.monotonic() + pause
+        if time.monotonic() >= self._next_orphan_sweep:
+            self._next_orphan_sweep = time.monotonic() + self.leases.renew_every_s
+            entries = await self.leases.claim_orphans(count)
+            entries += await self.leases.claim_own_stale(
+                count - len(entries), self.settings.claim_idle_ms, set(self.window.stream_ids())
+            )
             if entries:
                 return entries
-        return await self.stream.read_new(count)
-
-    def _reclaim_every_s(self) -> float:
-        return min(max(self.settings.claim_idle_ms / 2000, RECLAIM_MIN_S), RECLAIM_MAX_S)
-
-    def _keep_alive_s(self) -> float:
-        # Well within claim_idle_ms, or our own XAUTOCLAIM would take (and count) them again.
-        return min(max(self.settings.claim_idle_ms / 3000, KEEP_ALIVE_MIN_S), RECLAIM_MAX_S)
+        taken = await self.queue.take(count)
+        if not taken.entries and not taken.more:
+            await self.queue.wait_new(min(READ_BLOCK_MS, self.leases.lease_ms // 3))
+        return taken.entries
 
     async def _admit(self, entry: Entry) -> None:
         try:
@@ -323,8 +347,20 @@ class Bridge:
                 name = getattr(action, "__name__", action)
                 log.warning("%s failed: %s", name, error_summary(e))
 
-    async def _keep_alive(self) -> None:
-        await self.stream.keep_alive(self.window.stream_ids())
+    async def _check_peers(self) -> None:
+        """Holds are kept only while another bridge shares the cluster (holds.py)."""
+        shared = await self._others_alive(unsure=False)
+        if shared and not self.holds.active:
+            nodes = [n.node_id for n in self.fleet.nodes]
+            await self.holds.activate(nodes, self.fleet.bound_holds())
+        elif not shared:
+            self.holds.active = False
+            self.holds.others = {}
+
+    async def _refresh_holds(self) -> None:
+        if self.fleet.waiting and self.holds.others:
+            await self.holds.refresh(n.node_id for n in self.fleet.nodes if n.alive)
+            self.fleet.dispatch()
 
     async def _trim_jobs(self) -> None:
         """Drop the jobs stream's entries every group acknowledged (stream_trim.py)."""
@@ -346,5 +382,15 @@ class Bridge:
             "updated_at": now(),
             "heartbeat_seconds": self.settings.heartbeat_seconds,  # its age is judged by it
             "draining": self._draining,
+            "pid": os.getpid(),
+            "jobs": [
+                {
+                    "job_id": s.job_id,
+                    "node": s.node_id,
+                    "phase": str(s.phase),
+                    "downloaded": s.downloaded_at is not None,
+                }
+                for s in self.window
+            ],
             **self.fleet.stats(),
         }

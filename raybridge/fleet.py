@@ -9,7 +9,8 @@ downloads where.
                        snapshot()) gives it a node; dispatch() runs whenever room may have
                        appeared: a download ended, a job left its node, a node or actor came
     downloaded(),      the job's phase moves on and pace.py times the node, which sets how far
-    analysed()         ahead of its GPUs the node downloads
+    analysed()         ahead of its GPUs the node downloads; an analyser left idle while
+                       nothing waits may take over a job queued on another node (expected.py)
 
 Nothing here talks to Redis; Ray only through the injected launcher and health monitor.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable
 from dataclasses import replace
@@ -25,7 +27,9 @@ from typing import Any
 
 from ingest.names import ANALYSE_STEP
 from ingest.settings import Settings
+from raybridge.expected import backlog_s, choose_steal, slot_wait_s, update_expected
 from raybridge.health import HealthMonitor
+from raybridge.holds import Holds
 from raybridge.metrics import BridgeMetrics
 from raybridge.outcome import Failure
 from raybridge.pace import Pace
@@ -37,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: How long start-up waits for the analysis actors to be warm before reading anyway.
 ANALYSER_WARM_TIMEOUT_S = 120.0
+#: After another bridge took the room a job was placed into, it waits this long to try again.
+HOLD_RETRY_S = 0.05
 #: Failures after which an analysis actor is gone for good (a fresh one replaces it).
 ANALYSER_GONE = frozenset({"ActorDiedError", "ActorUnschedulableError"})
 NO_ANALYSER_HINT = (
@@ -56,8 +62,10 @@ class Fleet:
         window: Window,
         metrics: BridgeMetrics,
         health: HealthMonitor | None = None,
+        holds: Holds | None = None,
     ) -> None:
         self.settings = settings
+        self.holds = holds  # None: this bridge alone decides (tests of one bridge)
         self.launcher = launcher
         self.window = window
         self.metrics = metrics
@@ -67,6 +75,8 @@ class Fleet:
         #: Warm analysis actors per node id.
         self.analysers: dict[str, list[Any]] = {}
         self._warming: dict[str, set[asyncio.Task[None]]] = {}
+        #: Per node, the index (the actor's name, shared by every bridge) of each handle.
+        self._indices: dict[str, dict[int, int]] = {}
         self._on_gpus: bool | None = None
         self._waiting: deque[tuple[Slot, str | None, asyncio.Future[str]]] = deque()
 
@@ -75,6 +85,8 @@ class Fleet:
     async def refresh_nodes(self) -> None:
         """Read the nodes; start analysis actors where they are missing, forget dead nodes."""
         self.nodes = await asyncio.to_thread(self.launcher.nodes)
+        if self.holds is not None and self.holds.active:
+            await self.holds.refresh(n.node_id for n in self.nodes if n.alive)
         snapshot = ClusterSnapshot(tuple(self.nodes))
         if self._on_gpus is None and snapshot.alive_ids:
             mode = self.settings.analysis_on
@@ -86,15 +98,19 @@ class Fleet:
     def _fit_analysers(self, node: NodeView) -> None:
         if not node.alive:
             self.analysers.pop(node.node_id, None)  # its actors died with it
+            self._indices.pop(node.node_id, None)
             self.pace.forget(node.node_id)
             return
         wanted = analysers_wanted(
             node, on_gpus=bool(self._on_gpus), cpu_per_node=self.settings.cpu_analysers_per_node
         )
         warming = self._warming.setdefault(node.node_id, set())
-        have = len(self.analysers.get(node.node_id, ())) + len(warming)
-        for _ in range(wanted - have):
-            handle, ready = self.launcher.start_analyser(node.node_id, on_gpu=bool(self._on_gpus))
+        used = self._indices.setdefault(node.node_id, {})
+        for index in sorted(set(range(wanted)) - set(used.values())):
+            handle, ready = self.launcher.start_analyser(
+                node.node_id, on_gpu=bool(self._on_gpus), index=index
+            )
+            used[id(handle)] = index
             task = asyncio.create_task(self._warm(node.node_id, handle, ready))
             warming.add(task)
             task.add_done_callback(warming.discard)
@@ -104,6 +120,7 @@ class Fleet:
             await ready
         except Exception as e:  # unschedulable, crashed in warm-up: the next refresh retries
             log.warning("analysis actor on node %s did not start: %s", node_id, e)
+            self._indices.get(node_id, {}).pop(id(handle), None)
             return
         self.analysers.setdefault(node_id, []).append(handle)
         self.dispatch()
@@ -131,10 +148,17 @@ class Fleet:
         """Forget an analysis actor that died for good; the next refresh starts a new one."""
         if failure.step != ANALYSE_STEP or failure.error_class not in ANALYSER_GONE:
             return
-        for handles in self.analysers.values():
+        for node_id, handles in self.analysers.items():
             if analyser in handles:
                 handles.remove(analyser)
+                self._indices.get(node_id, {}).pop(id(analyser), None)
                 self.launcher.stop_analyser(analyser)
+
+    def stop_analysers(self) -> None:
+        """Stop every analysis actor (the last bridge of a cluster, when it stops)."""
+        for handles in self.analysers.values():
+            for handle in handles:
+                self.launcher.stop_analyser(handle)
 
     # -- health -----------------------------------------------------------------------------
 
@@ -160,11 +184,36 @@ class Fleet:
     # -- placement --------------------------------------------------------------------------
 
     async def acquire_node(self, slot: Slot, prefer: str | None) -> str:
-        """Wait (in read order) until placement gives this job a node; assign it there."""
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiting.append((slot, prefer, future))
-        self.dispatch()
-        return await future
+        """Wait (in read order) until placement gives this job a node and, with several
+        bridges, the node's shared capacity a hold for it (holds.py); assign it there."""
+        while True:
+            future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            if slot.deliveries > 1:  # taken over from a dead bridge: it has waited already
+                self._waiting.appendleft((slot, prefer, future))
+            else:
+                self._waiting.append((slot, prefer, future))
+            self.dispatch()
+            node = await future
+            if await self._hold(slot, node, forced=node == prefer):
+                return node
+            self.window.advance(slot.job_id, Phase.WAITING)  # another bridge took the room
+            await asyncio.sleep(HOLD_RETRY_S)
+
+    async def _hold(self, slot: Slot, node: str, *, forced: bool) -> bool:
+        if self.holds is None or not self.holds.active:
+            return True
+        view = self.snapshot().node(node)
+        if view is None:
+            return True
+        capacity = view.capacity(self.settings.download_lookahead)
+        return await self.holds.acquire(
+            node, slot.job_id, capacity, view.download_slots, slot.media_s or 0.0, forced
+        )
+
+    @property
+    def waiting(self) -> bool:
+        """Some job waits for a node."""
+        return any(not f.done() for _, _, f in self._waiting)
 
     def dispatch(self) -> None:
         """Give waiting jobs nodes, first come first served, while nodes have room."""
@@ -173,19 +222,26 @@ class Fleet:
             if future.done():
                 self._waiting.popleft()
                 continue
+            snapshot = self.snapshot()
             node = choose_node(
-                self.snapshot(), lookahead=self.settings.download_lookahead, prefer=prefer
+                snapshot,
+                lookahead=self.settings.download_lookahead,
+                prefer=prefer,
+                media_s=slot.media_s,
             )
             if node is None:
                 return
             self._waiting.popleft()
             self.window.assign(slot.job_id, node)
+            slot.expected_s = self._expected_s(snapshot, node, slot.media_s)
             self.metrics.placed_on(node)
             future.set_result(node)
 
     def leave_node(self, slot: Slot, phase: Phase) -> None:
         """The job no longer holds its node (its analysis ended, or it stopped)."""
         if slot.job_id in self.window and slot.node_id is not None:
+            if self.holds is not None and self.holds.active:
+                self.holds.release(slot.node_id, slot.job_id)
             self.window.advance(slot.job_id, phase)
             self.dispatch()
 
@@ -194,28 +250,115 @@ class Fleet:
         if slot.node_id and slot.launched_at is not None:
             self.pace.downloaded(slot.node_id, slot.launched_at, t)
         slot.downloaded_at = t
+        if self.holds is not None and self.holds.active and slot.node_id:
+            self.holds.downloaded(slot.node_id, slot.job_id, slot.media_s or 0.0)
         self.window.advance(slot.job_id, Phase.ANALYSING)
         self.dispatch()
 
     def analysed(self, slot: Slot, t: float) -> None:
         """The job's analysis ended at ``t``: it leaves its node for the last steps."""
-        if slot.node_id and slot.downloaded_at is not None:
-            self.pace.analysed(slot.node_id, slot.analyser, slot.downloaded_at, t)
+        node = slot.node_id
+        if node and slot.downloaded_at is not None:
+            self.pace.analysed(node, slot.analyser, slot.downloaded_at, t, slot.media_s)
         self.leave_node(slot, Phase.FINISHING)
+        if node:
+            self.steal_for(node)
+
+    def steal_for(self, node_id: str) -> None:
+        """Tail work stealing (expected.py): an idle analyser here, nothing waiting for a node,
+        a job queued behind another analysis elsewhere that would finish sooner here."""
+        snapshot = self.snapshot()
+        view = snapshot.node(node_id)
+        if self._waiting or view is None or not view.can_analyse or view.download_s is None:
+            return
+        if len(self.window.bound_to(node_id)) >= view.analysers:
+            return
+        pace = view.pace if view.pace is not None else snapshot.mean_pace
+
+        def here_s(slot: Slot) -> float:
+            return (view.download_s or 0.0) + (slot.media_s or 0.0) * pace
+
+        candidates = [
+            s for s in self.window if s.node_id not in (None, node_id) and s.steal_to is None
+        ]
+        steal = choose_steal(
+            candidates, self.window.bound_to, here_s, self._could_start, time.monotonic()
+        )
+        if steal is None or ANALYSE_STEP not in steal.slot.refs:
+            return
+        steal.slot.steal_to = node_id
+        self.launcher.cancel([steal.slot.refs[ANALYSE_STEP]])
+        log.info(
+            "job %s: taken over by idle node %s (expected %.2f s sooner)",
+            steal.slot.job_id,
+            node_id,
+            steal.gain_s,
+        )
+
+    def _slot_wait_s(self, node: NodeView, now: float) -> float:
+        downloads = self.pace.download_s(node.node_id) or 0.0
+        return slot_wait_s(self.window.bound_to(node.node_id), node.download_slots, downloads, now)
+
+    def _update_expected(self) -> None:
+        """Bound jobs' expected seconds at the paces measured now (expected.py)."""
+        update_expected(self.window, {n.node_id: self.pace.pace(n.node_id) for n in self.nodes})
+
+    def _could_start(self, slot: Slot) -> float:
+        return self.pace.could_start(slot.analyser, slot.downloaded_at or 0.0)
+
+    def _expected_s(self, snapshot: ClusterSnapshot, node: str, media_s: float | None) -> float:
+        if media_s is None:
+            return 0.0
+        view = snapshot.node(node)
+        pace = view.pace if view is not None and view.pace is not None else snapshot.mean_pace
+        return media_s * pace
+
+    def bound_holds(self) -> dict[str, list[tuple[str, str, float]]]:
+        """The jobs on nodes now, as holds (holds.py): node → (job, kind, media s)."""
+        out: dict[str, list[tuple[str, str, float]]] = {}
+        for slot in self.window:
+            if slot.node_id is not None and slot.phase in (Phase.DOWNLOADING, Phase.ANALYSING):
+                kind = "d" if slot.phase is Phase.DOWNLOADING else "a"
+                out.setdefault(slot.node_id, []).append((slot.job_id, kind, slot.media_s or 0.0))
+        return out
 
     def snapshot(self) -> ClusterSnapshot:
         """The nodes now, with this window's jobs on them, their look-ahead and health."""
+        now = time.monotonic()
+        self._update_expected()
         nodes = tuple(
             replace(
                 n,
                 analysers=(analysers := len(self.analysers.get(n.node_id, ()))),
                 lookahead=self.pace.lookahead(n.node_id, analysers),
+                backlog_s=backlog_s(self.window.bound_to(n.node_id), self._could_start, now),
+                pace=self.pace.pace(n.node_id),
+                download_s=self.pace.download_s(n.node_id),
+                slot_wait_s=self._slot_wait_s(n, now),
                 **self._verdict(n.node_id),
             )
             for n in self.nodes
         )
-        return ClusterSnapshot(nodes).with_assigned(
-            self.window.assigned_per_node(), self.window.downloading_per_node()
+        assigned, downloading = self.window.assigned_per_node(), self.window.downloading_per_node()
+        for node, other in (self.holds.others if self.holds is not None else {}).items():
+            assigned[node] += other.jobs
+            downloading[node] += other.downloading
+        snapshot = ClusterSnapshot(nodes).with_assigned(assigned, downloading)
+        return self._with_others_backlog(snapshot)
+
+    def _with_others_backlog(self, snapshot: ClusterSnapshot) -> ClusterSnapshot:
+        """Add the other bridges' jobs, their media seconds at each node's pace as measured."""
+        others = self.holds.others if self.holds is not None else {}
+        if not others:
+            return snapshot
+        mean = snapshot.mean_pace
+        return ClusterSnapshot(
+            tuple(
+                replace(n, backlog_s=(n.backlog_s or 0.0) + others[n.node_id].media_s * p)
+                if n.node_id in others and (p := n.pace if n.pace is not None else mean)
+                else n
+                for n in snapshot.nodes
+            )
         )
 
     def _verdict(self, node_id: str) -> dict[str, Any]:
@@ -246,6 +389,7 @@ class Fleet:
                 "download_slots": node.download_slots,
                 "analysers": node.analysers,
                 "assigned": node.assigned,
+                "held_here": len(self.window.bound_to(node.node_id)),
                 "capacity": node.capacity(self.settings.download_lookahead),
                 **self.pace.as_dict(node.node_id),
             }

@@ -6,14 +6,17 @@
        │                                                                    ▼
        ├── retryable failure, retries left: back off, run again from the failed step
        ├── node lost or cancelled by Ray, moves left: download again elsewhere
+       ├── taken over by an idle node before its analysis began: download again there
        └── otherwise: the outcome (completed, failed, cancelled) ─▶ finish.py
 
-Before a job's first attempt (and after a move), ``reuse.py`` looks for its video's kept
-analysis: when there is one, the chain starts with download and analysis done (no node, no
-download slot, no GPU queue). Once the outcome is stored, ``cleanup.py`` deletes the job's
-work folders. A cancel request (the bridge cancels the task) ends it as cancelled; a bridge
-that stops cancels it too, and then nothing is stored: the entry stays pending for the next
-bridge.
+Before the first attempt, a metadata probe gives the video's duration (placement by expected
+work; a video the download would refuse fails here, before any byte of media); before the
+first attempt (and after a move), ``reuse.py`` looks for its video's kept analysis: when there
+is one, the chain starts with download and analysis done (no node, no download slot, no GPU
+queue). Once the outcome is stored, ``cleanup.py`` deletes the job's work folders.
+
+A cancel request (the bridge cancels the task) ends it as cancelled; a bridge that stops
+cancels it too, and then nothing is stored: the entry stays pending for the next bridge.
 """
 
 from __future__ import annotations
@@ -103,11 +106,17 @@ class JobRunner:
         """Attempts until the chain completes, fails for good, or runs out of retries."""
         done: dict[str, Any] = {}
         retries = moves = 0
+        refused = await self._probe(slot, request) if prefer is None else None
+        if refused is not None:
+            return Outcome.failed(refused)
         while not slot.cancelled:
             outputs, failure = await self._attempt(slot, request, done, prefer)
+            stolen_by, slot.steal_to = slot.steal_to, None
             if failure is None:
                 return Outcome.completed(_as_json(outputs[LAST_STEP]))
-            if failure.kind is FailureKind.RETRYABLE and retries < self.settings.step_retries:
+            if stolen_by is not None and failure.kind is FailureKind.CANCELLED:
+                done, prefer, slot.fresh = {}, stolen_by, True
+            elif failure.kind is FailureKind.RETRYABLE and retries < self.settings.step_retries:
                 retries += 1
                 done = _kept_before(slot, failure.step)
                 await asyncio.sleep(self._backoff_s(retries))
@@ -119,6 +128,18 @@ class JobRunner:
             else:
                 return Outcome.failed(failure)
         return Outcome.cancelled()
+
+    async def _probe(self, slot: Slot, request: JobRequest) -> Failure | None:
+        """The video's duration for placement (None: unknown); a refusal fails the job."""
+        ctx = JobContext(slot.job_id, request, self.settings, slot.attempt)
+        try:
+            slot.media_s = await self.launcher.probe(ctx)
+        except Exception as e:  # the probe's own error, or Ray's around it
+            failure = self.launcher.classify(e, DOWNLOAD_STEP)
+            if failure.kind is FailureKind.PERMANENT:
+                return failure
+            log.info("job %s: no duration from the probe: %s", slot.job_id, failure.message)
+        return None
 
     async def _attempt(
         self, slot: Slot, request: JobRequest, done: dict[str, Any], prefer: str | None
@@ -142,7 +163,9 @@ class JobRunner:
         if kept:
             done = await self.reuse.launched(slot.job_id, slot.attempt, kept)
             self.fleet.window.advance(slot.job_id, Phase.FINISHING)
-        ctx = JobContext(slot.job_id, request, self.settings, slot.attempt)
+        fresh = frozenset({DOWNLOAD_STEP}) if slot.fresh else frozenset()
+        ctx = JobContext(slot.job_id, request, self.settings, slot.attempt, fresh=fresh)
+        slot.fresh = False
         slot.launched_at = time.monotonic() if DOWNLOAD_STEP not in done else None
         slot.refs = self.launcher.launch(ctx, slot.node_id or "", slot.analyser, done)
         return await self._follow(slot)

@@ -32,6 +32,7 @@ from ingest.names import ANALYSE_STEP
 from ingest.settings import Settings
 from pipeline.chain import CHAIN, DOWNLOAD_SLOT, STEPS, StepSpec
 from pipeline.context import JobContext
+from pipeline.probe import probe_duration
 from raybridge.analysis_actor import Analyser
 from raybridge.failures import classify
 from raybridge.health import Probe, measure
@@ -40,6 +41,8 @@ from raybridge.steps import Progress, run_recorded
 
 log = logging.getLogger(__name__)
 
+#: Analysis actors are named ``<ANALYSER_NAME>:<prefix>:<node>:<index>`` in this namespace.
+ANALYSER_NAME, ANALYSER_NAMESPACE = "vidbrief-analyser", "vidbrief"
 #: Retries of an analysis call when its actor's process died and came back.
 ANALYSER_TASK_RETRIES = 1
 #: Ray's own retries of a step task whose worker died (our retries handle step errors).
@@ -48,6 +51,8 @@ TASK_SYSTEM_RETRIES = 3
 PROBE_TASK_NAME = "vidbrief:health"
 #: Task name of the small tasks on one node (work folder clean-ups).
 NODE_TASK_NAME = "vidbrief:node"
+#: Task name and CPU share of the duration probe (mostly waiting on the network).
+DURATION_TASK_NAME, DURATION_TASK_CPUS = "vidbrief:probe", 0.1
 
 
 class RayLauncher:
@@ -61,6 +66,15 @@ class RayLauncher:
         self._node_tasks: dict[str, Any] = {}
         self._analyser_cls = ray.remote(Analyser)
         self._remotes: dict[tuple[str, str | None], Any] = {}
+        self._probe = ray.remote(probe_duration).options(
+            name=DURATION_TASK_NAME, num_cpus=DURATION_TASK_CPUS, max_retries=1
+        )
+
+    def probe(self, ctx: JobContext) -> Any:
+        """The duration probe as a Ray task; in synthetic mode computed here (no task)."""
+        if ctx.settings.step_mode == "synthetic":
+            return _done(probe_duration(ctx))
+        return self._probe.remote(ctx)
 
     # -- the cluster ------------------------------------------------------------------------
 
@@ -78,10 +92,22 @@ class RayLauncher:
             for n in ray.nodes()
         ]
 
-    def start_analyser(self, node_id: str, *, on_gpu: bool) -> tuple[Any, ray.ObjectRef]:
-        """A new analysis actor pinned to ``node_id``, and the ref of its warm-up call."""
+    def start_analyser(
+        self, node_id: str, *, on_gpu: bool, index: int = 0
+    ) -> tuple[Any, ray.ObjectRef]:
+        """Analysis actor ``index`` pinned to ``node_id``, and the ref of its warm-up call.
+
+        Named and detached: every bridge of the cluster (each its own Ray job) gets the same
+        actor for the same GPU, so several bridges never start more actors than GPUs, and a
+        dead bridge's analyses do not take the others' actors with them. The last bridge to
+        stop stops them (``Bridge._stop``).
+        """
         spec = STEPS[ANALYSE_STEP]
         handle = self._analyser_cls.options(
+            name=f"{ANALYSER_NAME}:{self.settings.redis_prefix}:{node_id}:{index}",
+            namespace=ANALYSER_NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
             num_cpus=spec.num_cpus,
             num_gpus=1 if on_gpu else 0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
@@ -186,6 +212,10 @@ def _quietly(action: Any, *args: Any, **kwargs: Any) -> None:
 
 def _call(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
+
+
+async def _done(value: Any) -> Any:
+    return value
 
 
 def ray_probe(settings: Settings) -> Probe:

@@ -15,6 +15,13 @@ look-ahead to ``ceil(analysers × download / analysis)``, never below one per an
 behaviour without measurements) nor above ``MAX_PER_ANALYSER`` per analyser. A node still takes
 a job only while one of its download slots is free (placement.py), so a large look-ahead never
 queues downloads in Ray. ``VIDBRIEF_DOWNLOAD_LOOKAHEAD`` fixes the look-ahead instead.
+
+For placement by expected work (placement.py) it also keeps, per node, the analysis seconds per
+media second of the jobs whose duration a probe gave: GPUs differ, so the same video costs
+different seconds on different nodes. A GPU's speed does not drift, but each sample carries the
+probe's error (±20 % in synthetic mode), so a node's pace is the mean of all its samples,
+shrunk toward the cluster's mean by ``PACE_PRIOR_SAMPLES`` pseudo-samples: with few samples
+two identical GPUs would otherwise look different by the noise, and placement would follow it.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ ALPHA = 0.2
 MAX_PER_ANALYSER = 8
 #: Analyses shorter than this count as this long (no division by ~0 for no-op steps).
 MIN_ANALYSIS_S = 1e-3
+#: Weight of the cluster's mean pace in a node's, in samples.
+PACE_PRIOR_SAMPLES = 8
 
 
 @dataclass
@@ -40,9 +49,20 @@ class _Average:
 
 
 @dataclass
+class _Mean:
+    total: float = 0.0
+    count: int = 0
+
+    def add(self, sample: float) -> None:
+        self.total += sample
+        self.count += 1
+
+
+@dataclass
 class _NodePace:
     download: _Average
     analysis: _Average
+    per_media_s: _Mean
 
 
 class Pace:
@@ -54,19 +74,46 @@ class Pace:
         self._analyser_free_at: dict[int, float] = {}
 
     def _node(self, node_id: str) -> _NodePace:
-        return self._nodes.setdefault(node_id, _NodePace(_Average(), _Average()))
+        return self._nodes.setdefault(node_id, _NodePace(_Average(), _Average(), _Mean()))
 
     def downloaded(self, node_id: str, launched_at: float, ended_at: float) -> None:
         self._node(node_id).download.add(ended_at - launched_at)
 
     def analysed(
-        self, node_id: str, analyser: object, downloaded_at: float, ended_at: float
+        self,
+        node_id: str,
+        analyser: object,
+        downloaded_at: float,
+        ended_at: float,
+        media_s: float | None = None,
     ) -> None:
         """One analysis ended; it could start once both its video and its analyser were free."""
-        free_at = self._analyser_free_at.get(id(analyser), downloaded_at)
+        started = self.could_start(analyser, downloaded_at)
         self._analyser_free_at[id(analyser)] = ended_at
-        started = max(downloaded_at, free_at)
-        self._node(node_id).analysis.add(max(ended_at - started, MIN_ANALYSIS_S))
+        seconds = max(ended_at - started, MIN_ANALYSIS_S)
+        node = self._node(node_id)
+        node.analysis.add(seconds)
+        if media_s:
+            node.per_media_s.add(seconds / media_s)
+
+    def could_start(self, analyser: object, downloaded_at: float) -> float:
+        """When an analysis whose video arrived at ``downloaded_at`` could start."""
+        return max(downloaded_at, self._analyser_free_at.get(id(analyser), downloaded_at))
+
+    def pace(self, node_id: str) -> float | None:
+        """Analysis seconds per media second here (None until measured), shrunk toward the
+        cluster's mean (module docstring)."""
+        pace = self._nodes.get(node_id)
+        if pace is None or not pace.per_media_s.count:
+            return None
+        total = sum(p.per_media_s.total for p in self._nodes.values())
+        count = sum(p.per_media_s.count for p in self._nodes.values())
+        prior = PACE_PRIOR_SAMPLES * total / count
+        return (pace.per_media_s.total + prior) / (pace.per_media_s.count + PACE_PRIOR_SAMPLES)
+
+    def download_s(self, node_id: str) -> float | None:
+        pace = self._nodes.get(node_id)
+        return pace.download.value if pace else None
 
     def forget(self, node_id: str) -> None:
         """A node that left: its measurements no longer apply."""
@@ -83,5 +130,9 @@ class Pace:
     def as_dict(self, node_id: str) -> dict[str, float | None]:
         pace = self._nodes.get(node_id)
         if pace is None:
-            return {"download_s": None, "analysis_s": None}
-        return {"download_s": pace.download.value, "analysis_s": pace.analysis.value}
+            return {"download_s": None, "analysis_s": None, "pace": None}
+        return {
+            "download_s": pace.download.value,
+            "analysis_s": pace.analysis.value,
+            "pace": self.pace(node_id),
+        }

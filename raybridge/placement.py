@@ -19,6 +19,16 @@ download slots is free, so Ray never queues a download behind another on a node:
 read order decides which job downloads first. A job that finds every node full waits in the
 bridge's window, not on a node.
 
+**By expected work.** When the job's video duration is known (a metadata probe before placement,
+pipeline/probe.py), each node's measured pace (analysis seconds per media second, pace.py; the
+cluster's mean until the node has one) turns it into expected GPU seconds there, and the job
+goes to the node with room where it is expected to *finish* first: the later of its download
+there and the node's expected backlog (the expected seconds of the jobs bound to it, all
+bridges together, ÷ its analysers), plus its own expected seconds; a node whose download
+slots are busy counts the time until one frees. When that node has no room yet, the job waits
+for it (the dispatch runs again whenever a download ends) rather than take a worse node now.
+Without a duration, the count rule above decides.
+
 A job resumed after a bridge restart prefers the node that holds its download (``prefer``) as
 long as that node is alive and still has analysers, whatever its look-ahead or health, since its
 video is already there.
@@ -71,6 +81,14 @@ class NodeView:
     #: Enough free disk and memory for the next download (health.py); why not, when not.
     healthy: bool = True
     health_reason: str = ""
+    #: Expected analysis seconds of the jobs bound here and not yet analysed (None: unknown).
+    backlog_s: float | None = None
+    #: Analysis seconds per media second measured here (None: not yet).
+    pace: float | None = None
+    #: Download seconds measured here (launch to end; None: not yet).
+    download_s: float | None = None
+    #: Seconds until one of its download slots frees (0 when one is free).
+    slot_wait_s: float = 0.0
 
     def capacity(self, lookahead: int | None) -> int:
         """Jobs this node may hold at once: one per analyser plus the look-ahead — the one
@@ -102,6 +120,13 @@ class NodeView:
         """How many analysis rounds pass before a new job here starts (lower is sooner)."""
         return (self.assigned + 1) / self.analysers
 
+    def expected_finish(self, media_s: float, default_pace: float) -> float:
+        """Seconds from now until a new job of ``media_s`` would be analysed here."""
+        pace = self.pace if self.pace is not None else default_pace
+        downloaded = self.slot_wait_s + (self.download_s or 0.0)
+        start = max((self.backlog_s or 0.0) / self.analysers, downloaded)
+        return start + media_s * pace
+
 
 @dataclass(frozen=True)
 class ClusterSnapshot:
@@ -115,6 +140,12 @@ class ClusterSnapshot:
     @property
     def has_gpus(self) -> bool:
         return any(n.alive and n.gpus >= 1 for n in self.nodes)
+
+    @property
+    def mean_pace(self) -> float:
+        """The mean measured pace of the nodes (1.0 before any: then only ratios matter)."""
+        paces = [n.pace for n in self.nodes if n.alive and n.pace is not None]
+        return sum(paces) / len(paces) if paces else 1.0
 
     @property
     def alive_ids(self) -> frozenset[str]:
@@ -142,16 +173,33 @@ def _preference(node: NodeView) -> tuple[float, int, float, str]:
 
 
 def choose_node(
-    snapshot: ClusterSnapshot, *, lookahead: int | None = None, prefer: str | None = None
+    snapshot: ClusterSnapshot,
+    *,
+    lookahead: int | None = None,
+    prefer: str | None = None,
+    media_s: float | None = None,
 ) -> str | None:
-    """The node for the next job's download, or None when every node is at its look-ahead."""
+    """The node for the next job's download, or None when every node is at its look-ahead.
+
+    ``media_s``: the video's duration, when a probe found it (placement by expected work).
+    """
     preferred = snapshot.node(prefer) if prefer else None
     if preferred is not None and preferred.can_analyse:
         return preferred.node_id
+    if media_s is not None:
+        able = [n for n in snapshot.nodes if n.can_analyse and n.healthy]
+        pace = snapshot.mean_pace
+        best = min(able, key=lambda n: _by_finish(n, media_s, pace), default=None)
+        # The node where it finishes first, or none yet: it waits for that node's room.
+        return best.node_id if best is not None and best.has_room(lookahead) else None
     candidates = [n for n in snapshot.nodes if n.has_room(lookahead)]
     if not candidates:
         return None
     return min(candidates, key=_preference).node_id
+
+
+def _by_finish(node: NodeView, media_s: float, pace: float) -> tuple[float, int, str]:
+    return (node.expected_finish(media_s, pace), -node.analysers, node.node_id)
 
 
 def analysers_wanted(node: NodeView, *, on_gpus: bool, cpu_per_node: int) -> int:

@@ -26,8 +26,11 @@ class Launcher(Protocol):
         """Every node known, alive or not (blocking: the bridge calls it in a thread)."""
         ...
 
-    def start_analyser(self, node_id: str, *, on_gpu: bool) -> tuple[Any, Awaitable[Any]]:
-        """A new analysis actor on ``node_id``, and what to await until it is warm."""
+    def start_analyser(
+        self, node_id: str, *, on_gpu: bool, index: int = 0
+    ) -> tuple[Any, Awaitable[Any]]:
+        """Analysis actor number ``index`` of ``node_id`` (shared by every bridge: the one
+        that exists, else a new one), and what to await until it is warm."""
         ...
 
     def stop_analyser(self, handle: Any) -> None: ...
@@ -44,6 +47,10 @@ class Launcher(Protocol):
 
     def on_node(self, node_id: str, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
         """``fn(*args)`` on ``node_id`` if it is alive, else anywhere (clean-ups of its disk)."""
+        ...
+
+    def probe(self, ctx: JobContext) -> Awaitable[float | None]:
+        """The video's duration (pipeline/probe.py) before placement; None when unknown."""
         ...
 
     def cancel(self, refs: Iterable[Any]) -> None:

@@ -193,7 +193,8 @@ def run_recorded(progress: Progress, step: str, ctx: JobContext, *earlier: Any) 
 
 
 def _run_recorded(progress: Progress, step: str, ctx: JobContext, *earlier: Any) -> Any:
-    found = find_kept(step, ctx, *earlier)
+    # A step that must run again (a job moved to another node) skips what is kept.
+    found = None if step in ctx.fresh else find_kept(step, ctx, *earlier)
     if found is not None:
         if found.reused:
             progress.reused(ctx, step)

@@ -1,11 +1,11 @@
-"""Redis I/O of the bridge: read, reclaim, acknowledge, dead-letter, job hashes, outcomes.
+"""Redis I/O of the bridge: read, acknowledge, dead-letter, job hashes, outcomes.
 
 Everything the bridge writes for one fact goes in one MULTI (rq's ``pipeline=None`` idiom: a
 writer takes an optional pipeline and runs its own transaction when given none) or one Lua
 script (accepting a new job, storing an outcome), so the job hash, the event and the XACK land
 together or not at all. An entry is acknowledged only after its outcome is stored: a bridge
 that dies before that leaves it pending, and the next bridge (same name: its own pending
-entries; another name: XAUTOCLAIM after ``claim_idle_ms``) runs it.
+entries; another name: once the dead bridge's lease lapses, leases.py) runs it.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ class JobStream:
         names: RedisNames,
         consumer: str,
         *,
-        claim_idle_ms: int,
         events_maxlen: int,
         job_ttl_seconds: int,
         dead_letter_field_bytes: int = 65_536,
@@ -65,11 +64,9 @@ class JobStream:
         self.redis = redis
         self.names = names
         self.consumer = consumer
-        self.claim_idle_ms = claim_idle_ms
         self.events_maxlen = events_maxlen
         self.job_ttl_seconds = job_ttl_seconds
         self.dead_letter_field_bytes = dead_letter_field_bytes
-        self._claim_cursor = "0-0"
         self._finish_script = redis.register_script(_FINISH_LUA)
         self._accept_script = redis.register_script(_ACCEPT_LUA)
 
@@ -93,36 +90,6 @@ class JobStream:
             BRIDGE_GROUP, self.consumer, {self.names.jobs: after}, count=count
         )
         return await self._with_deliveries(_entries(reply))
-
-    async def reclaim(self, count: int) -> list[Entry]:
-        """Claim up to ``count`` entries idle for ``claim_idle_ms`` (their bridge is gone)."""
-        reply = await self.redis.xautoclaim(
-            self.names.jobs,
-            BRIDGE_GROUP,
-            self.consumer,
-            self.claim_idle_ms,
-            start_id=self._claim_cursor,
-            count=count,
-        )
-        # Redis >= 7 answers 3 elements, 6.2 answers 2: only the first two mean the same.
-        self._claim_cursor = reply[0]
-        claimed = [(sid, fields) for sid, fields in reply[1] if sid]
-        return await self._with_deliveries(claimed)
-
-    @property
-    def sweep_done(self) -> bool:
-        """Whether the last XAUTOCLAIM reached the end of the pending list."""
-        return self._claim_cursor == "0-0"
-
-    async def keep_alive(self, stream_ids: list[str]) -> None:
-        """Reset the idle time of entries still being worked on, so no other bridge claims them.
-
-        JUSTID leaves the delivery counter alone.
-        """
-        if stream_ids:
-            await self.redis.xclaim(
-                self.names.jobs, BRIDGE_GROUP, self.consumer, 0, stream_ids, justid=True
-            )
 
     async def is_pending(self, stream_id: str) -> bool:
         """Whether an entry is delivered to some bridge and not yet acknowledged."""

@@ -58,6 +58,15 @@ class Slot:
     #: When its download was launched and when it ended (monotonic; pace.py times nodes).
     launched_at: float | None = None
     downloaded_at: float | None = None
+    #: The video's duration from the probe (None: unknown), and the analysis seconds expected
+    #: on the node it is bound to (placement by expected work).
+    media_s: float | None = None
+    expected_s: float | None = None
+    #: An idle node took this job over before its analysis began (tail work stealing).
+    steal_to: str | None = None
+    #: Its next attempt downloads again even where a kept download exists (a stolen job: on
+    #: a real cluster the kept one is on the other node's disk).
+    fresh: bool = False
 
 
 class Window:
@@ -134,6 +143,14 @@ class Window:
         return Counter(
             s.node_id for s in self._slots.values() if s.phase is Phase.DOWNLOADING and s.node_id
         )
+
+    def bound_to(self, node_id: str) -> list[Slot]:
+        """The jobs occupying ``node_id``, in the order they were read."""
+        return [s for s in self._slots.values() if s.node_id == node_id and s.phase in NODE_BOUND]
+
+    def waiting(self) -> int:
+        """Jobs read and waiting for a node."""
+        return sum(1 for s in self._slots.values() if s.phase is Phase.WAITING)
 
     def queued_on(self, analyser: Any) -> int:
         """Jobs of this window bound for one analyser: downloading, waiting or analysing."""

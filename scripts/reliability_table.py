@@ -40,13 +40,14 @@ NOTES = """\
 ## Notes
 
 - **Case 1 (bridge SIGKILL).** Jobs in flight when the bridge dies stay pending in the consumer
-  group; the new bridge claims them (XAUTOCLAIM) and resumes each from its last finished step,
+  group; the new bridge claims them (the dead one's lease lapsed, raybridge/leases.py) and
+  resumes each from its last finished step,
   so some are run again in part ("rerun attempts") but each job gets exactly one
   `job.completed` event and one result.
 - **Case 3 (Redis restart).** The bridge does not back off exponentially: it pauses a fixed 1 s
   (`ERROR_PAUSE_S`) per loop after a Redis error, about one read attempt a second with the
   bridge's CPU near idle. Jobs whose outcome could not be stored while Redis was down stay
-  pending and come back through XAUTOCLAIM after `claim_idle_ms`; none is completed twice.
+  pending and the bridge claims them back after `claim_idle_ms`; none is completed twice.
 - **Case 4 (node removed).** Removal waits until an analysis is under way on the doomed node
   (3 s synthetic analyses), as `tests/test_raybridge_cluster.py::
   test_jobs_on_a_lost_node_are_downloaded_again_elsewhere` (also marked `chaos`, GPU-style

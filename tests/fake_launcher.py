@@ -40,12 +40,14 @@ class FakeLauncher:
         fail: Mapping[str, int] | None = None,
         lose_node_once: Iterable[str] = (),
         step_s: float = STEP_S,
+        durations: Mapping[str, float] | None = None,
     ) -> None:
         self.window = window
         self.node_views = nodes or [NodeView(NODE, gpus=1, download_slots=1)]
         self.fail = dict(fail or {})  # job id -> attempts that fail (retryable) in "brief"
         self.lose_node_once = set(lose_node_once)
         self.step_s = step_s
+        self.durations = dict(durations or {})  # job id -> what the probe reports
         self.most_on_node = 0
         self.launches: list[tuple[str, str, list[str]]] = []
         self.started: list[str] = []
@@ -56,7 +58,9 @@ class FakeLauncher:
     def nodes(self) -> list[NodeView]:
         return list(self.node_views)
 
-    def start_analyser(self, node_id: str, *, on_gpu: bool) -> tuple[object, asyncio.Future[str]]:
+    def start_analyser(
+        self, node_id: str, *, on_gpu: bool, index: int = 0
+    ) -> tuple[object, asyncio.Future[str]]:
         ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         ready.set_result(node_id)
         self.started.append(node_id)
@@ -90,6 +94,9 @@ class FakeLauncher:
         if step == "brief" and ctx.attempt <= self.fail.get(ctx.job_id, 0):
             raise StepError(f"flaky brief, attempt {ctx.attempt}", step=step, retryable=True)
         return {"step": step, "job_id": ctx.job_id}
+
+    async def probe(self, ctx: JobContext) -> float | None:
+        return self.durations.get(ctx.job_id)
 
     @staticmethod
     def put(value: Any) -> asyncio.Future[Any]:

@@ -210,6 +210,9 @@ def bridge_env(
             "VIDBRIEF_REPORTS_URL": str(tmp_path / "reports"),
             "VIDBRIEF_HEARTBEAT_SECONDS": "0.2",
             "VIDBRIEF_DRAIN_GRACE_SECONDS": "10",
+            # The tests' Ray is private and on 127.0.0.1 (conftest.py): a bridge process joins
+            # it as such, or Ray would rewrite the loopback address to the host's own.
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         }
     )
     return env

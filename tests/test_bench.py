@@ -195,10 +195,12 @@ def test_bridge_document_has_the_keys_and_ratios() -> None:
         "raw_ray": [Rate(200, {})],
         "rq": [Rate(50, {})],
         "rq_simple": [Rate(400, {})],
+        "celery": [Rate(25, {})],
     }
     doc = _document(OverheadOptions(jobs=10, samples=3), rates, [5.0, 6.0, 40.0])
     assert doc["bridge_jobs_per_s"] == 100
     assert doc["bridge_vs_raw_ray"] == 0.5 and doc["bridge_vs_rq"] == 2.0
+    assert doc["bridge_vs_celery"] == 4.0
     for key in ("raw_ray_jobs_per_s", "rq_jobs_per_s", "latency_ms_p50", "latency_ms_p99"):
         assert key in doc
     assert {t["name"]: t["met"] for t in doc["targets"]}["XADD → step.started p50 ms"]

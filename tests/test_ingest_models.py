@@ -32,9 +32,20 @@ def test_a_full_request_round_trips():
         "instructions": "focus on costs",
         "language": "zh-CN",
         "producer": "billing",
+        "priority": "high",
     }
     request = parse_request(json.dumps(raw))
     assert json.loads(request.to_json()) == {**raw, "schema_version": 1}
+
+
+def test_priority_is_optional_normal_by_default_and_one_of_three():
+    request = parse_request({"url": "http://e.com/v"})
+    assert request.priority == "normal"
+    assert "priority" not in json.loads(request.to_json())  # requests as before stay as before
+    schema = request_json_schema()["properties"]["priority"]
+    assert schema["enum"] == ["high", "normal", "low"] and schema["default"] == "normal"
+    with pytest.raises(InvalidRequest, match=r"^priority:"):
+        parse_request({"url": "http://e.com/v", "priority": "urgent"})
 
 
 def test_a_missing_job_id_is_generated_and_valid():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from helpers import count_events, events, group_idle, pending, states, video, xa
 from ingest.client import Client
 from ingest.events import EventType
 from ingest.models import JobStatus
-from ingest.names import RedisNames
+from ingest.names import BRIDGE_GROUP, PARKED_CONSUMER, RedisNames
 from ingest.redis_server import RedisServer
 from ingest.settings import Settings
 from raybridge.actor import Bridge
@@ -124,8 +125,14 @@ def test_a_drained_bridge_leaves_its_jobs_pending_and_the_next_one_finishes_them
         return await run_bridge(bridge, lambda: until(lambda: bridge.window.free == 0), grace_s=0)
 
     stats = asyncio.run(first())
-    assert stats["left_pending"] == 2 and pending(redis_client, names) == 2
+    assert stats["left_pending"] == 2 and pending(redis_client, names) == 4
+    # Its two stay under its name; the other two wait in the fair-share lanes.
+    owners = Counter(
+        r["consumer"] for r in redis_client.xpending_range(names.jobs, BRIDGE_GROUP, "-", "+", 10)
+    )
+    assert owners == {"bridge-1": 2, PARKED_CONSUMER: 2}
     assert not redis_client.hexists(names.bridges, "bridge-1")  # heartbeat removed
+    assert not redis_client.exists(names.lease("bridge-1"))  # lease given back
 
     async def second() -> None:
         bridge = make_bridge()  # same name: its own pending entries first, then the rest

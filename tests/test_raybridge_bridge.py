@@ -26,7 +26,7 @@ from helpers import (
 from ingest.client import Client
 from ingest.events import EventType
 from ingest.models import JobRequest, JobStatus
-from ingest.names import BRIDGE_GROUP, JOB_FIELD, TRUNCATED_FIELD, RedisNames
+from ingest.names import BRIDGE_GROUP, JOB_FIELD, PARKED_CONSUMER, TRUNCATED_FIELD, RedisNames
 from ingest.redis_server import free_port
 from ingest.settings import Settings
 from pipeline.chain import DOWNLOAD_SLOT, REPORT_NODE, save_output, synthetic_output
@@ -259,7 +259,8 @@ def test_drain_leaves_unfinished_jobs_pending_for_the_next_bridge(
     wait_until("the window full", lambda: slow.stats()["in_flight"] == 4)
     stats = slow.stop(grace_s=0.2)
     assert stats["left_pending"] == 4
-    assert redis_client.xpending(names.jobs, BRIDGE_GROUP)["pending"] == 4
+    owners = redis_client.xpending(names.jobs, BRIDGE_GROUP)["consumers"]
+    assert {c["name"]: c["pending"] for c in owners} == {"bridge-1": 4, PARKED_CONSUMER: 2}
     assert not redis_client.hexists(names.bridges, "bridge-1")  # heartbeat removed
     assert not any(s.status.finished for s in states(redis_client, names, job_ids).values())
 

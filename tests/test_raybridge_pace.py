@@ -62,3 +62,18 @@ def test_measured_lookahead_lets_a_node_hold_more_but_slots_still_bound_download
         "n", gpus=1, download_slots=2, analysers=1, assigned=3, downloading=2, lookahead=3
     )
     assert choose_node(ClusterSnapshot((slots_full,))) is None
+
+
+def test_the_pace_per_media_second_is_shrunk_toward_the_clusters_mean() -> None:
+    from raybridge.pace import Pace
+
+    pace, gpu_a, gpu_b = Pace(), object(), object()
+    # Identical GPUs (0.1 s per media second); the probes were off by +20 % on a, -20 % on b.
+    for n in range(3):
+        pace.analysed("a", gpu_a, n * 10.0, n * 10.0 + 3.0, media_s=30 / 1.2)
+        pace.analysed("b", gpu_b, n * 10.0, n * 10.0 + 3.0, media_s=30 / 0.8)
+    raw_a, raw_b = 1.2 * 0.1, 0.8 * 0.1
+    a, b = pace.pace("a"), pace.pace("b")
+    assert a is not None and b is not None
+    assert abs(a - b) < (raw_a - raw_b) / 2  # three samples each: mostly the cluster's mean
+    assert pace.pace("c") is None

@@ -115,3 +115,32 @@ def test_snapshot_carries_download_counts() -> None:
     node = snapshot.nodes[0]
     assert (node.assigned, node.downloading) == (3, 2)
     assert choose_node(snapshot) is None
+
+
+# -- by expected work --------------------------------------------------------------------------
+
+
+def test_a_job_of_known_length_goes_where_it_finishes_first() -> None:
+    # Fewer jobs on "few", but they are long: 20 s of backlog on one GPU against 6 s on two.
+    few = gpu_node("few", assigned=1, backlog_s=20.0, pace=0.1, download_s=1.0)
+    many = gpu_node("many", gpus=2, slots=2, assigned=5, backlog_s=6.0, pace=0.1, download_s=1.0)
+    snapshot = ClusterSnapshot((few, many))
+    assert choose_node(snapshot, lookahead=4) == "few"  # the count rule: fewer jobs per GPU
+    assert choose_node(snapshot, lookahead=4, media_s=30.0) == "many"
+
+
+def test_a_faster_node_gets_the_job_when_backlogs_match() -> None:
+    slow = gpu_node("slow", pace=0.2, download_s=1.0)
+    fast = gpu_node("fast", pace=0.05, download_s=1.0)
+    assert choose_node(ClusterSnapshot((slow, fast)), media_s=60.0) == "fast"
+
+
+def test_it_waits_for_the_best_node_rather_than_take_a_worse_one_now() -> None:
+    # "best" has its only download slot busy for 0.5 s more; "worse" is free but 10 s behind.
+    best = gpu_node(
+        "best", downloading=1, assigned=1, backlog_s=0.0, download_s=1.0, slot_wait_s=0.5
+    )
+    worse = gpu_node("worse", backlog_s=10.0, download_s=1.0)
+    assert choose_node(ClusterSnapshot((best, worse)), media_s=10.0) is None
+    freed = gpu_node("best", backlog_s=0.0, download_s=1.0)
+    assert choose_node(ClusterSnapshot((freed, worse)), media_s=10.0) == "best"

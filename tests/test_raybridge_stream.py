@@ -13,18 +13,16 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aioredis
-from helpers import wait_until
 
 from ingest.client import Client
 from ingest.names import BRIDGE_GROUP, CANCEL_FIELD, EVENT_FIELD, JOB_FIELD, RedisNames
 from ingest.redis_server import RedisServer
-from raybridge.stream import Entry, JobStream
+from raybridge.stream import JobStream
 
 pytestmark = pytest.mark.integration
 
 ACCEPTED = {"bridge": "b1", "url": "https://example.com/v.mp4", "request": "{}"}
 NEW = {"status": "queued", "attempts": "0"}
-CLAIM_IDLE_MS = 100
 READ_BLOCK_MS = 50
 
 
@@ -42,7 +40,6 @@ def run(
             client,
             names,
             consumer,
-            claim_idle_ms=CLAIM_IDLE_MS,
             events_maxlen=1000,
             job_ttl_seconds=600,
         )
@@ -105,32 +102,6 @@ def test_a_restarted_bridge_reads_its_own_pending_entries_with_their_delivery_co
     assert [e.stream_id for e in again + after] == ids
     assert [e.deliveries for e in again + after] == [2, 2, 2]
     assert others == []  # another consumer name has none of them
-
-
-def test_reclaim_takes_entries_idle_in_another_bridge_and_keep_alive_protects_them(
-    redis_client: redis.Redis, redis_server: RedisServer, names: RedisNames
-) -> None:
-    kept, lost = xadd_jobs(redis_client, names, 2)
-    run(redis_server, names, lambda s: s.read_new(2, READ_BLOCK_MS), consumer="gone")
-
-    def idle(stream_id: str) -> bool:
-        row = redis_client.xpending_range(names.jobs, BRIDGE_GROUP, stream_id, stream_id, 1)
-        return row[0]["time_since_delivered"] > CLAIM_IDLE_MS
-
-    wait_until("both entries idle past claim_idle_ms", lambda: idle(kept) and idle(lost), 10)
-    run(redis_server, names, lambda s: s.keep_alive([kept]), consumer="gone")
-
-    async def sweep(stream: JobStream) -> tuple[list[Entry], bool]:
-        return await stream.reclaim(10), stream.sweep_done
-
-    claimed, done = run(redis_server, names, sweep, consumer="b1")
-    assert [(e.stream_id, e.deliveries) for e in claimed] == [(lost, 2)]
-    assert done  # the sweep reached the end of the pending list
-    owners = {
-        r["message_id"]: r["consumer"]
-        for r in redis_client.xpending_range(names.jobs, BRIDGE_GROUP, "-", "+", 10)
-    }
-    assert owners == {kept: "gone", lost: "b1"}
 
 
 def test_an_entry_deleted_after_delivery_comes_back_without_fields(

@@ -170,6 +170,7 @@ def submit(
         str | None, typer.Option(help="Language of the brief, e.g. en, zh.")
     ] = None,
     producer_name: Annotated[str | None, typer.Option("--producer")] = "vidbrief-cli",
+    priority: Annotated[str | None, typer.Option(help="low, normal (default) or high.")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the job's events to the end.")] = False,
     timeout: Annotated[
         float | None, typer.Option(help="With --wait: give up after seconds.")
@@ -185,6 +186,7 @@ def submit(
         "instructions": instructions,
         "language": language,
         "producer": producer_name,
+        "priority": priority,
     }
     request = parse_request({k: v for k, v in raw.items() if v is not None})
     client = producer(start=True)

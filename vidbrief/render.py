@@ -228,7 +228,21 @@ def _bridge_line(name: str, beat: Mapping[str, Any]) -> Text:
     line.append(heard, style="green")
     state = "draining" if beat.get("draining") else "running"
     line.append(f" · {state} · {beat.get('in_flight', '?')}/{beat.get('window', '?')} in flight")
+    holds = _holds(beat.get("cluster", []))
+    if holds:
+        line.append(f" · holds {holds}")
     return line
+
+
+def _holds(rows: list[Mapping[str, Any]]) -> str:
+    """The jobs this bridge holds on each node ("gpu-1 2, gpu-2 1"): which bridge holds what."""
+    held = [
+        f"{clean(row.get('host') or '') or str(row.get('node_id', ''))[:NODE_ID_CHARS]} "
+        f"{row['held_here']}"
+        for row in rows
+        if row.get("held_here")
+    ]
+    return ", ".join(held)
 
 
 #: (header, justify) of the node table; every header fits its column at 80 characters.
@@ -246,7 +260,8 @@ NODE_COLUMNS = (
 #: The columns that take what is left of the width (and fold their text).
 FLEXIBLE = {"node": 3, "health": 2}
 NODE_LEGEND = (
-    "an: analysis actors · jobs: held / look-ahead allows · dl/an: measured download and "
+    "an: analysis actors · jobs: held (by every bridge) / look-ahead allows · dl/an: measured "
+    "download and "
     "analysis seconds · disk: free under the work folder (work: used by job folders) · "
     "probe: age of the last health answer"
 )
@@ -303,7 +318,7 @@ def _probe_age(row: Mapping[str, Any]) -> str:
 
 
 def _jobs(row: Mapping[str, Any]) -> str:
-    """Jobs the node holds, out of what its look-ahead allows ("3/4")."""
+    """Jobs the node holds (every bridge's), out of what its look-ahead allows ("3/4")."""
     capacity = row.get("capacity")
     held = row.get("assigned", 0)
     return f"{held}/{capacity}" if capacity is not None else str(held)

@@ -2,6 +2,7 @@
 
     vidbrief bench schedule [--quick] [--json]   flow-shop efficiency: ours vs the seed design
     vidbrief bench bridge   [--quick] [--json]   jobs/s vs raw Ray and rq; XADD → start latency
+    vidbrief bench bridges  [--quick] [--json]   1, 2, 3 bridges on one cluster; one killed
     vidbrief bench media    [--quick] [--json]   speech WER, language, CPU/min, RSS vs length
     vidbrief bench rebrief  [--minutes M] [--json] a video briefed again: job 2 ÷ job 1, reused
     vidbrief bench show FILE [--markdown]       a saved --json document as tables again
@@ -86,6 +87,7 @@ def schedule(
         Path | None, typer.Option(help="Where Gantt PNGs go (default docs/; none with --quick).")
     ] = None,
     local: Annotated[bool, typer.Option(help="Also the thread pool and asyncio runs.")] = True,
+    celery: Annotated[bool, typer.Option(help="Also Celery (a queue per resource class).")] = True,
 ) -> None:
     """Ours vs the seed design (and a thread pool, asyncio) against the lower bound."""
     _logging()
@@ -105,6 +107,7 @@ def schedule(
         workloads=tuple(workload or (("seed-example",) if quick else ("seed-example", "mix"))),
         gantt_dir=gantt_dir if gantt_dir or quick else DOCS_DIR,
         local=local,
+        celery=celery,
         warm_per_node=1 if quick else None,  # a smoke run need not warm every worker
     )
     before = snapshot()
@@ -140,6 +143,30 @@ def bridge(
     )
     before = snapshot()
     doc = run_overhead(options)
+    _emit({**doc, "quick": quick, "provenance": provenance(before)}, as_json, as_markdown)
+
+
+@bench_app.command()
+def bridges(
+    quick: Annotated[bool, typer.Option(help=QUICK_HELP)] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    as_markdown: Annotated[bool, typer.Option("--markdown", help=MARKDOWN_HELP)] = False,
+    jobs: Annotated[int | None, typer.Option(min=1, help="Mix jobs (48; quick 12).")] = None,
+    scale: Annotated[
+        float | None, typer.Option(min=0.001, help="Multiply the durations (1.0; quick 0.2).")
+    ] = None,
+    window: Annotated[int, typer.Option(min=1, help="Each bridge's window.")] = 8,
+    repeat: Annotated[int, typer.Option(min=1, help="Runs of each; medians reported.")] = 1,
+) -> None:
+    """Several bridges on one simulated cluster: exactly once, never oversubscribed, a kill."""
+    _logging()
+    from vidbrief.bench.bridges import run_bridges_bench
+    from vidbrief.bench.provenance import provenance, snapshot
+
+    before = snapshot()
+    doc = run_bridges_bench(
+        jobs or (12 if quick else 48), scale or (0.2 if quick else 1.0), window, repeat
+    )
     _emit({**doc, "quick": quick, "provenance": provenance(before)}, as_json, as_markdown)
 
 

@@ -148,10 +148,24 @@ def warm_workers(sim: SimCluster, per_node: int | None = None) -> None:
     ray.get(refs)
 
 
+def stop_shared_analysers() -> None:
+    """Kill the bridges' named analysis actors still alive (a killed bridge cannot be the last
+    to stop, which is what stops them)."""
+    import ray
+
+    from raybridge.launcher import ANALYSER_NAMESPACE
+
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor.get("namespace") == ANALYSER_NAMESPACE:
+            with contextlib.suppress(ValueError):
+                ray.kill(ray.get_actor(actor["name"], namespace=ANALYSER_NAMESPACE))
+
+
 def wait_for_gpus_free(timeout_s: float = 30.0) -> None:
     """Wait until every GPU is free again (a stopped bridge's analysis actors are gone)."""
     import ray
 
+    stop_shared_analysers()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if ray.available_resources().get("GPU", 0) >= ray.cluster_resources().get("GPU", 0):

@@ -26,6 +26,7 @@ ROLES = (
     ("gcs_server", "gcs"),
     ("redis-server", "redis-server"),
     ("vidbrief.bench.rqjobs", "rq worker"),
+    ("celery", "celery workers"),
     ("ray::", "ray workers"),
 )
 

@@ -91,7 +91,13 @@ def run_overhead(options: OverheadOptions) -> dict[str, Any]:
     """
     from vidbrief.bench.cluster import private_redis, simulated_cluster
 
-    rates: dict[str, list[Rate]] = {"bridge": [], "raw_ray": [], "rq": [], "rq_simple": []}
+    rates: dict[str, list[Rate]] = {
+        "bridge": [],
+        "raw_ray": [],
+        "rq": [],
+        "rq_simple": [],
+        "celery": [],
+    }
     with (
         private_redis() as server,
         tempfile.TemporaryDirectory(prefix="vidbrief-bench-") as tmp,
@@ -114,6 +120,7 @@ def _one_repeat(
     rates["bridge"].append(with_bridge(redis_url, workdir, options, _bridge_rate))
     rates["rq"].append(rq_rate(redis_url, options.jobs, "fork"))
     rates["rq_simple"].append(rq_rate(redis_url, options.jobs, "simple"))
+    rates["celery"].append(celery_rate(redis_url, options.jobs))
 
 
 def _document(
@@ -130,6 +137,7 @@ def _document(
         "bridge_vs_raw_ray": b / per_s["raw_ray"],
         "bridge_vs_rq": b / per_s["rq"],
         "bridge_vs_rq_simple": b / per_s["rq_simple"],
+        "bridge_vs_celery": b / per_s["celery"],
         "latency_samples": len(latencies_ms),
         "latency_ms_p50": percentile(latencies_ms, 50),
         "latency_ms_p90": percentile(latencies_ms, 90),
@@ -343,6 +351,15 @@ def rq_rate(redis_url: str, jobs: int, kind: str) -> Rate:
         raise RuntimeError(f"rq ({kind}) finished {len(ends)} of {jobs} jobs")
     log.info("rq %s: %d jobs in %.2f s", kind, jobs, max(ends) - min(starts))
     return Rate(jobs / (max(ends) - min(starts)), meter.per_job_ms(jobs))
+
+
+def celery_rate(redis_url: str, jobs: int) -> Rate:
+    """The same no-op chain through Celery workers (celerypeer.py), a queue per class."""
+    from vidbrief.bench.celerypeer import celery_rate as measure
+
+    per_s, cpu_ms = measure(OVERHEAD_NODE, redis_url, jobs, WARM_JOBS)
+    log.info("celery: %.1f jobs/s", per_s)
+    return Rate(per_s, cpu_ms)
 
 
 def _epoch(moment: datetime) -> float:

@@ -29,13 +29,14 @@ SCHEDULE_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("ours/ref", lambda r: _f(r.get("list_efficiency"))),
     ("seed s", lambda r: _f(r["seed_makespan_s"], 2)),
     ("seed eff", lambda r: _f(r["seed_efficiency"])),
+    ("celery eff", lambda r: _f(r.get("celery_efficiency"))),
     ("threads eff", lambda r: _f(r.get("threadpool_efficiency"))),
     ("asyncio eff", lambda r: _f(r.get("asyncio_efficiency"))),
     ("GPU duty", lambda r: _f(r["gpu_duty"])),
     ("seed duty", lambda r: _f(r["seed_gpu_duty"])),
     ("pinned", lambda r: "yes" if r["pinned"] else "NO"),
 )
-LEFT = ("topology", "workload", "measure", "target", "case", "model", "warnings")
+LEFT = ("topology", "workload", "measure", "target", "case", "model", "warnings", "role")
 
 
 def schedule_table(doc: dict[str, Any]) -> Table:
@@ -63,6 +64,7 @@ def bridge_table(doc: dict[str, Any]) -> Table:
         ("raw Ray, same chain and window", f"{doc['raw_ray_jobs_per_s']:.1f} jobs/s"),
         ("rq, one Worker (fork per job)", f"{doc['rq_jobs_per_s']:.1f} jobs/s"),
         ("rq, one SimpleWorker", f"{doc['rq_simple_jobs_per_s']:.1f} jobs/s"),
+        ("Celery, a worker per class", f"{doc.get('celery_jobs_per_s', float('nan')):.1f} jobs/s"),
         ("bridge / raw Ray", f"{doc['bridge_vs_raw_ray']:.2f}"),
         ("bridge / rq Worker", f"{doc['bridge_vs_rq']:.2f}"),
         ("bridge / rq SimpleWorker", f"{doc['bridge_vs_rq_simple']:.2f}"),
@@ -106,6 +108,65 @@ def markdown(table: Table) -> str:
     return "\n".join(lines)
 
 
+def bridges_table(doc: dict[str, Any]) -> Table:
+    table = Table(
+        title=f"bench bridges ({doc['jobs']} mix jobs, scale {doc['scale']:g}, three nodes, "
+        f"window {doc['window']} each, bound {doc['bound_s']:.2f} s)"
+    )
+    for column in (
+        "bridges",
+        "makespan s",
+        "efficiency",
+        "exactly once",
+        "over GPUs/slots",
+        "most analyses at once",
+        "most downloads at once",
+    ):
+        table.add_column(column, justify="right")
+    names = doc.get("node_names", {})
+
+    def per_node(counts: dict[str, int]) -> str:
+        return ", ".join(f"{names.get(n, n)} {c}" for n, c in sorted(counts.items()))
+
+    for row in doc["rows"]:
+        table.add_row(
+            str(row["bridges"]),
+            _f(row["makespan_s"], 2),
+            _f(row["efficiency"]),
+            "yes" if row["exactly_once"] else "NO",
+            "; ".join(row["oversubscribed"]) or "never",
+            per_node(row["most_analyses"]),
+            per_node(row["most_downloads"]),
+        )
+    kill = doc["kill"]
+    table.caption = (
+        f"one of three bridges SIGKILLed holding {kill['killed_jobs']} jobs: completed exactly "
+        f"once {'yes' if kill['completed_once'] else 'NO'}, first of its jobs' steps again "
+        f"{kill['first_resumed_step_s']:.2f} s after the kill"
+    )
+    fair = kill.get("fairness")
+    if fair:
+        table.caption += (
+            f"; fairness: A's jobs completed before B's 10th: {fair['a_completed_before_bs_last']}"
+            f" of {fair['a_total']}; a high-priority job behind 200 started after "
+            f"{fair['urgent_started_after']} others (window {fair['window']})"
+        )
+    return table
+
+
+def cpu_table(doc: dict[str, Any]) -> Table:
+    """CPU milliseconds per job by process role, for each peer (the last repeat)."""
+    cpu = doc["cpu_ms_per_job"]
+    roles = [*sorted({r for by_role in cpu.values() for r in by_role} - {"total"}), "total"]
+    table = Table(title="CPU ms per job, by process (last repeat)")
+    table.add_column("role")
+    for peer in cpu:
+        table.add_column(peer.replace("_", " "), justify="right")
+    for role in roles:
+        table.add_row(role, *(_f(cpu[p].get(role), 2) for p in cpu))
+    return table
+
+
 def tables(doc: dict[str, Any]) -> list[Table]:
     if doc["bench"] == "steps":
         return steps_tables(doc)
@@ -113,8 +174,10 @@ def tables(doc: dict[str, Any]) -> list[Table]:
         return media_tables(doc)
     if doc["bench"] == "rebrief":
         return rebrief_tables(doc)
-    main = schedule_table(doc) if doc["bench"] == "schedule" else bridge_table(doc)
-    found = [main, targets_table(doc["targets"])]
+    main = {"schedule": schedule_table, "bridges": bridges_table}.get(doc["bench"], bridge_table)
+    found = [main(doc), targets_table(doc["targets"])]
+    if doc["bench"] == "bridge" and "cpu_ms_per_job" in doc:
+        found.insert(1, cpu_table(doc))
     if "provenance" in doc:
         found.append(provenance_table(doc["provenance"]))
     return found
