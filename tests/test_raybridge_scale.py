@@ -56,7 +56,8 @@ def spans(client: redis.Redis, names: RedisNames, job_ids: list[str]) -> list[Sp
     out = []
     for state in states(client, names, job_ids).values():
         for step, t in state.steps.items():
-            if t.started is not None and t.ended is not None:
+            # A kept output reused by a resumed attempt ran on no node this time.
+            if t.started is not None and t.ended is not None and not t.reused:
                 out.append(Span(state.job_id, step, t.started, t.ended, t.node or ""))
     return out
 
