@@ -104,8 +104,8 @@ def probe(url: str, limits: Any, policy: Any) -> float | None:
 
 def probe_isolated(url: str, settings: Settings) -> float | None:
     """:func:`probe` in a child process bounded like the download's."""
-    from pipeline.fetch import BYTES_PER_MB, DownloadLimits
     from pipeline.download_process import DEADLINE_GRACE_S, _child_env, _parse_outcome, _wait
+    from pipeline.fetch import BYTES_PER_MB, DownloadLimits
 
     limits = dataclasses.replace(
         DownloadLimits.from_settings(settings),

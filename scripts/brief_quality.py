@@ -4,12 +4,17 @@
 
 1. Grounding rate on real generated talks: each talk is spoken by espeak-ng into an mp4
    (vidbrief.samples.make_sample_video) and analysed by the real analyse step (faster-whisper,
-   the bundled tiny.en model, CPU). Every sentence of the talk's script is then located in the
-   transcript, as a model quoting what was said would be (pipeline.grounding): rate = matched /
-   checked. Sentences of the *other* talks are located too: any match is a false match.
+   the default model: bundled Whisper base, CPU). Every sentence of the talk's script is then
+   located in the transcript, as a model quoting what was said would be (pipeline.grounding):
+   rate = matched / checked. Sentences of the *other* talks are located too: any match is a
+   false match.
 2. Offline brief coverage on the 20-minute meeting of tests/talk_corpus.py (ten planted facts,
    recurring phrasing), over ten seeds: facts carried by summary + key points, and key points
    that nearly repeat another (rapidfuzz token_sort_ratio ≥ 75).
+3. With ``--llm-url`` (an OpenAI-compatible server, e.g. llama.cpp's llama-server with a small
+   model: FACTS.md), each analysed talk is also briefed by the real brief step through the
+   ``openai`` client: who wrote the brief (the model, or the offline brief after an unusable
+   answer), key points, quotes checked / printed / dropped, and the notices the report shows.
 """
 
 from __future__ import annotations
@@ -27,8 +32,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 from talk_corpus import meeting_talk  # noqa: E402
 from test_pipeline_offline_brief import coverage, near_duplicates  # noqa: E402
 
+from ingest.errors import StepError  # noqa: E402
+from ingest.models import JobRequest  # noqa: E402
 from ingest.settings import Settings  # noqa: E402
+from pipeline import brief as brief_step  # noqa: E402
 from pipeline.analyse import analyse_media  # noqa: E402
+from pipeline.context import JobContext  # noqa: E402
 from pipeline.grounding import MATCH_THRESHOLD, TranscriptIndex  # noqa: E402
 from pipeline.models import Media  # noqa: E402
 from pipeline.offline_brief import offline_brief  # noqa: E402
@@ -67,13 +76,52 @@ def transcribe(name: str, sentences: list[str], folder: Path, settings: Settings
     return analyse_media(media, folder / name, settings)
 
 
-def grounding_rate(folder: Path) -> None:
+def llm_settings(folder: Path, url: str, model: str) -> Settings:
+    return Settings(
+        work_dir=folder,
+        llm_provider="custom",
+        llm_base_url=url,
+        llm_model=model,
+        llm_api_key="none",
+        llm_max_retries=0,
+        # A small model on a busy CPU may take minutes to reach the output cap when it loops.
+        llm_timeout_seconds=900,
+        _env_file=None,
+    )
+
+
+def brief_by_model(name: str, analysis, settings: Settings) -> dict[str, object]:
+    """Brief one analysed talk with the configured model; what the reader would get."""
+    request = JobRequest(url=f"http://127.0.0.1/{name}.mp4", job_id=name)
+    ctx = JobContext(name, request, settings)
+    media = Media(source_url=request.url, path="/dev/null", size_bytes=1)
+    started = time.perf_counter()
+    try:
+        brief = brief_step.run(ctx, media, analysis)
+    except StepError as e:  # what the job would fail with (retryable or not)
+        return {"talk": name, "error": str(e), "seconds": round(time.perf_counter() - started)}
+    g = brief.grounding
+    return {
+        "talk": name,
+        "written_by": "offline (fallback)" if brief.offline else brief.model,
+        "key_points": len(brief.content.key_points),
+        "quotes": f"{g.checked} checked, {g.matched} printed, {g.dropped} dropped",
+        "notices": [w.code for w in brief.warnings],
+        "title": brief.content.title,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def grounding_rate(folder: Path, llm: Settings | None = None) -> None:
     settings = Settings(work_dir=folder, _env_file=None)
     corpus = talks()
     checked = matched = foreign_checked = foreign_matched = 0
     started = time.perf_counter()
+    briefs = []
     for name, sentences in corpus:
         analysis = transcribe(name, sentences, folder, settings)
+        if llm is not None:
+            briefs.append(brief_by_model(name, analysis, llm))
         index = TranscriptIndex.of(analysis.transcript, language_of(analysis.language))
         found = [index.locate(s) for s in sentences]
         checked += len(sentences)
@@ -92,6 +140,8 @@ def grounding_rate(folder: Path) -> None:
         f"false matches: {foreign_matched}/{foreign_checked} sentences of other talks "
         f"({len(corpus)} talks, {time.perf_counter() - started:.0f} s)"
     )
+    for row in briefs:
+        print("  brief:", row)
 
 
 def offline_coverage() -> None:
@@ -115,14 +165,15 @@ def offline_coverage() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="keep the generated talks here")
+    parser.add_argument("--llm-url", help="brief each talk with this OpenAI-compatible server")
+    parser.add_argument("--llm-model", default="local", help="the served model's name")
     args = parser.parse_args()
     offline_coverage()
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        grounding_rate(args.out)
-    else:
-        with tempfile.TemporaryDirectory() as folder:
-            grounding_rate(Path(folder))
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = args.out or Path(temporary)
+        folder.mkdir(parents=True, exist_ok=True)
+        llm = llm_settings(folder, args.llm_url, args.llm_model) if args.llm_url else None
+        grounding_rate(folder, llm)
 
 
 if __name__ == "__main__":

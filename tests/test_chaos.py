@@ -221,7 +221,7 @@ def test_bridge_sigkilled_with_100_in_flight(
     results = sum(bool(s.result) for s in found.values())
     record(
         "1 bridge SIGKILL",
-        f"bridge process group SIGKILLed with ≥90% of {n} jobs pending (window {n}), then restarted",
+        f"bridge process group SIGKILLed with ≥90 % of {n} jobs pending (window {n}), restarted",
         f"{n}/{n} completed, 0 lost, 1 job.completed and 1 result per job",
         {
             "jobs": n,
