@@ -80,6 +80,9 @@ RESPONSE_RESERVE_TOKENS = 2_000  # room left for the reply (at most a quarter of
 MIN_CHUNK_TOKENS = 200  # a chunk smaller than this cannot say anything useful
 TIME_TOLERANCE_S = 1.0  # model times may overshoot the duration by rounding
 MAX_REDUCE_DEPTH = 6  # hierarchical merging levels before giving up
+#: Speech long enough (about 10 s) that a brief without a single key point says the model
+#: failed at it.
+MIN_WORDS_FOR_POINTS = 25
 
 __all__ = ["STEP", "ask", "chunk_segments", "offline_brief", "run", "write_brief"]
 
@@ -398,7 +401,8 @@ def finish(
     index: TranscriptIndex,
     requested_language: str | None,
 ) -> tuple[BriefContent, list[Notice]]:
-    """Chapters fitted to the video; a Notice for dropped quotes and unsupported chapters."""
+    """Chapters fitted to the video; a Notice for dropped quotes, no key points at all, invented
+    names or figures, and unsupported chapters."""
     marks = boundaries(analysis.shots, analysis.transcript, job.duration_s)
     chapters = fit_chapters(answer.content.chapters, job.duration_s, marks)
     content = answer.content.model_copy(update={"chapters": chapters})
@@ -410,6 +414,15 @@ def finish(
                 code="ungrounded_quotes",
                 message=f"{g.dropped} of {g.checked} key points were left out: their quotes "
                 "could not be found in the transcript.",
+            )
+        )
+    if not content.key_points and not g.dropped and _spoken_words(analysis) >= MIN_WORDS_FOR_POINTS:
+        # A model that returns none is easy to miss on the page (the section is just absent).
+        warnings.append(
+            Notice(
+                code="no_key_points",
+                message=f"The language model gave no key points for the "
+                f"{_spoken_words(analysis):,} words spoken: this brief has its summary only.",
             )
         )
     same_language = language_of(requested_language or analysis.language) == index.lang
@@ -434,6 +447,10 @@ def finish(
             )
         )
     return content, warnings
+
+
+def _spoken_words(analysis: Analysis) -> int:
+    return sum(len(s.text.split()) for s in analysis.transcript)
 
 
 def _prose(content: BriefContent) -> list[str]:

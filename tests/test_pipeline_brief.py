@@ -423,3 +423,21 @@ def test_a_summary_that_invents_names_and_figures_is_flagged(tmp_path: Path) -> 
     [warning] = [w for w in brief.warnings if w.code == "unsupported_claims"]
     for term in ("Lions", "Porto", "40%", "2019"):
         assert term in warning.message
+
+
+@pytest.mark.integration
+def test_a_brief_without_key_points_says_so(tmp_path: Path) -> None:
+    long_talk = make_analysis(SENTENCES * 2)  # 160 words
+    with LLMServer() as server:
+        server.script(Reply(content=valid_json(key_points=[])), Reply(content=valid_json()))
+        ctx = make_ctx(make_settings(tmp_path, server))
+        empty = brief_step.run(ctx, make_media(), long_talk)
+        full = brief_step.run(ctx, make_media(), long_talk)
+        short = make_analysis(SENTENCES[:2])  # 20 words: none is a fair answer
+        server.script(Reply(content=valid_json(key_points=[])))
+        brief_of_short = brief_step.run(ctx, make_media(), short)
+
+    [warning] = [w for w in empty.warnings if w.code == "no_key_points"]
+    assert "160 words" in warning.message
+    assert "no_key_points" not in [w.code for w in full.warnings]
+    assert "no_key_points" not in [w.code for w in brief_of_short.warnings]
