@@ -12,7 +12,7 @@
    recurring phrasing), over ten seeds: facts carried by summary + key points, and key points
    that nearly repeat another (rapidfuzz token_sort_ratio ≥ 75).
 3. With ``--llm-url`` (an OpenAI-compatible server, e.g. llama.cpp's llama-server with a small
-   model: FACTS.md), each analysed talk is also briefed by the real brief step through the
+   model: BENCHMARKS.md says how to build one offline), each analysed talk is also briefed by the real brief step through the
    ``openai`` client: who wrote the brief (the model, or the offline brief after an unusable
    answer), key points, quotes checked / printed / dropped, and the notices the report shows.
 """
