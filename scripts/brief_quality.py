@@ -12,9 +12,10 @@
    recurring phrasing), over ten seeds: facts carried by summary + key points, and key points
    that nearly repeat another (rapidfuzz token_sort_ratio ≥ 75).
 3. With ``--llm-url`` (an OpenAI-compatible server, e.g. llama.cpp's llama-server with a small
-   model: BENCHMARKS.md says how to build one offline), each analysed talk is also briefed by the real brief step through the
-   ``openai`` client: who wrote the brief (the model, or the offline brief after an unusable
-   answer), key points, quotes checked / printed / dropped, and the notices the report shows.
+   model: BENCHMARKS.md says how to build one offline), each analysed talk is also briefed by
+   the real brief step through the ``openai`` client: who wrote the brief (the model, or the
+   offline brief after an unusable answer), key points, quotes checked / found in the
+   transcript / dropped, and the notices the report shows.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def brief_by_model(name: str, analysis, settings: Settings) -> dict[str, object]
         "talk": name,
         "written_by": "offline (fallback)" if brief.offline else brief.model,
         "key_points": len(brief.content.key_points),
-        "quotes": f"{g.checked} checked, {g.matched} printed, {g.dropped} dropped",
+        "quotes": f"{g.checked} checked, {g.matched} in the transcript, {g.dropped} dropped",
         "notices": [w.code for w in brief.warnings],
         "title": brief.content.title,
         "seconds": round(time.perf_counter() - started, 1),
