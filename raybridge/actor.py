@@ -210,7 +210,7 @@ class Bridge:
             *self._jobs.values(),
             *self._background,
             *self.fleet.warming_tasks(),
-            *self.cleaner.tasks(),
+            *self.cleaner.close(),
         ]
         for task in tasks:
             task.cancel()

@@ -67,6 +67,7 @@ class Cleaner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._due: dict[str, set[str]] = defaultdict(set)  # node → job ids to delete there
         self._flushing: asyncio.Task[None] | None = None
+        self._closed = False
 
     # -- one job ----------------------------------------------------------------------------
 
@@ -169,7 +170,18 @@ class Cleaner:
 
     # -- the tasks --------------------------------------------------------------------------
 
-    def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
+    def close(self) -> list[asyncio.Task[None]]:
+        """Start nothing more (the bridge stops; the next one sweeps what is left) and return
+        the tasks still running, for the bridge to cancel."""
+        self._closed = True
+        return self.tasks()
+
+    def _spawn(self, coroutine: Any) -> asyncio.Task[None] | None:
+        if self._closed:
+            # A clean-up that outlived its cancel (3.11's wait_for can swallow one when the
+            # awaited refs finish at that moment) must not start a flush after the drain.
+            coroutine.close()
+            return None
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -33,6 +33,14 @@ def xadd_raw(client: redis.Redis, names: RedisNames, job: dict[str, Any] | str) 
     return client.xadd(names.jobs, {JOB_FIELD: raw})
 
 
+def xadd_many(client: redis.Redis, names: RedisNames, jobs: list[dict[str, Any]]) -> None:
+    """XADD several jobs at once (MULTI): a bridge reading meanwhile sees all or none."""
+    with client.pipeline(transaction=True) as pipe:
+        for job in jobs:
+            pipe.xadd(names.jobs, {JOB_FIELD: json.dumps(job)})
+        pipe.execute()
+
+
 def video(job_id: str, marker: str = "") -> dict[str, str]:
     url = f"https://videos.example.com/{job_id}.mp4" + (f"#{marker}" if marker else "")
     return {"url": url, "job_id": job_id}

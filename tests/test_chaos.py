@@ -50,6 +50,7 @@ from helpers import (
     unchanged,
     video,
     wait_until,
+    xadd_many,
     xadd_raw,
 )
 from ray.cluster_utils import Cluster
@@ -139,13 +140,6 @@ def log_sizes(logs: Path) -> dict[Path, int]:
 
 def worker_log(logs: Path, pid: int) -> str:
     return "".join(p.read_text(errors="replace") for p in logs.glob(f"worker-*{pid}.*"))
-
-
-def xadd_many(client: redis.Redis, names: RedisNames, jobs: list[dict[str, str]]) -> None:
-    with client.pipeline(transaction=False) as pipe:
-        for job in jobs:
-            pipe.xadd(names.jobs, {JOB_FIELD: json.dumps(job)})
-        pipe.execute()
 
 
 def completed_once(client: redis.Redis, names: RedisNames, job_ids: list[str]) -> int:

@@ -20,6 +20,7 @@ from helpers import (
     states,
     video,
     wait_until,
+    xadd_many,
     xadd_raw,
 )
 
@@ -254,8 +255,8 @@ def test_drain_leaves_unfinished_jobs_pending_for_the_next_bridge(
 ) -> None:
     slow = bridge(window=4, synthetic_seconds={**FAST_STEPS_S, "analyse": 5.0})
     job_ids = [f"drain-{n}" for n in range(6)]
-    for job_id in job_ids:
-        xadd_raw(redis_client, names, video(job_id))
+    # At once: the bridge's first read routes all six (four taken, two parked in the lanes).
+    xadd_many(redis_client, names, [video(j) for j in job_ids])
     wait_until("the window full", lambda: slow.stats()["in_flight"] == 4)
     stats = slow.stop(grace_s=0.2)
     assert stats["left_pending"] == 4
