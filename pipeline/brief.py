@@ -50,6 +50,7 @@ from pipeline.grounding import (
     ground_key_points,
     unsupported_chapters,
     unsupported_specifics,
+    unsupported_title,
 )
 from pipeline.llm import ChatReply, LLMClient, LLMConfig
 from pipeline.models import (
@@ -401,13 +402,21 @@ def finish(
     index: TranscriptIndex,
     requested_language: str | None,
 ) -> tuple[BriefContent, list[Notice]]:
-    """Chapters fitted to the video; a Notice for dropped quotes, no key points at all, invented
-    names or figures, and unsupported chapters."""
+    """Chapters fitted to the video; a Notice for dropped quotes, no key points at all, a
+    made-up title, invented names or figures, and unsupported chapters."""
     marks = boundaries(analysis.shots, analysis.transcript, job.duration_s)
     chapters = fit_chapters(answer.content.chapters, job.duration_s, marks)
     content = answer.content.model_copy(update={"chapters": chapters})
+    warnings = _key_point_notices(content, answer.grounding, analysis)
+    if language_of(requested_language or analysis.language) == index.lang:
+        # Words can only be compared with the transcript in the language it is in.
+        warnings += _invention_notices(content, index, job.title)
+    return content, warnings
+
+
+def _key_point_notices(content: BriefContent, g: Grounding, analysis: Analysis) -> list[Notice]:
+    """Key points left out for their quotes, or none given at all."""
     warnings = []
-    g = answer.grounding
     if g.dropped:
         warnings.append(
             Notice(
@@ -416,17 +425,25 @@ def finish(
                 "could not be found in the transcript.",
             )
         )
-    if not content.key_points and not g.dropped and _spoken_words(analysis) >= MIN_WORDS_FOR_POINTS:
+    spoken = _spoken_words(analysis)
+    if not content.key_points and not g.dropped and spoken >= MIN_WORDS_FOR_POINTS:
         # A model that returns none is easy to miss on the page (the section is just absent).
         warnings.append(
             Notice(
                 code="no_key_points",
-                message=f"The language model gave no key points for the "
-                f"{_spoken_words(analysis):,} words spoken: this brief has its summary only.",
+                message=f"The language model gave no key points for the {spoken:,} words "
+                "spoken: this brief has its summary only.",
             )
         )
-    same_language = language_of(requested_language or analysis.language) == index.lang
-    invented = unsupported_specifics(_prose(content), index) if same_language else []
+    return warnings
+
+
+def _invention_notices(
+    content: BriefContent, index: TranscriptIndex, source_title: str | None
+) -> list[Notice]:
+    """Names or figures never said, a made-up title, chapter summaries off their chapter."""
+    warnings = []
+    invented = unsupported_specifics(_prose(content), index)
     if invented:
         warnings.append(
             Notice(
@@ -436,7 +453,15 @@ def finish(
                 + "): read its summary and key points with care.",
             )
         )
-    flagged = unsupported_chapters(chapters, index) if same_language else []
+    if unsupported_title(content.title, index, source_title):
+        warnings.append(
+            Notice(
+                code="unsupported_title",
+                message=f"The title “{content.title}” shares no word with what is said in the "
+                "video: it was made up.",
+            )
+        )
+    flagged = unsupported_chapters(content.chapters, index)
     if flagged:
         titles = ", ".join(f"“{c.title}”" for c in flagged)
         warnings.append(
@@ -446,7 +471,7 @@ def finish(
                 "in them: read them with care.",
             )
         )
-    return content, warnings
+    return warnings
 
 
 def _spoken_words(analysis: Analysis) -> int:

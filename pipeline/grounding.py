@@ -22,6 +22,7 @@ word with what is said inside it is reported (it is not what was said there).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -239,6 +240,19 @@ def unsupported_chapters(chapters: Sequence[Chapter], index: TranscriptIndex) ->
         if said and summary and not summary & said and not _stems(summary) & _stems(said):
             flagged.append(ch)
     return flagged
+
+
+def unsupported_title(title: str, index: TranscriptIndex, source_title: str | None) -> bool:
+    """Whether the title shares no content word with what is said in the video, nor with the
+    title the video came with (the model is given it).
+
+    A title may be abstractive ("Quarterly review" of a talk about revenue), but one with no word
+    of the talk at all ("Breath of Life" for a safety briefing) was invented. Titles are checked
+    by words, not names: Title Case capitalises every word.
+    """
+    said = index.span_words(0.0, math.inf) | set(content_words(source_title or "", index.lang))
+    words = set(content_words(title, index.lang))
+    return bool(said and words) and not words & said and not _stems(words) & _stems(said)
 
 
 #: Languages whose writing capitalises names only (and sentence starts): a capital mid-sentence

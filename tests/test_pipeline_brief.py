@@ -441,3 +441,30 @@ def test_a_brief_without_key_points_says_so(tmp_path: Path) -> None:
     assert "160 words" in warning.message
     assert "no_key_points" not in [w.code for w in full.warnings]
     assert "no_key_points" not in [w.code for w in brief_of_short.warnings]
+
+
+@pytest.mark.integration
+def test_a_made_up_title_is_flagged_an_abstractive_one_is_not(tmp_path: Path) -> None:
+    titles = {
+        "Breath of Life": True,  # no word of the talk: invented
+        "Verse 12": True,
+        "How Silicon Becomes Electricity": False,  # abstractive, but about what is said
+        "Factory tour": False,  # "tour" and "factory" are said
+    }
+    with LLMServer() as server:
+        for title in titles:
+            server.script(Reply(content=valid_json(title=title)))
+        ctx = make_ctx(make_settings(tmp_path, server))
+        briefs = {t: brief_step.run(ctx, make_media(), make_analysis()) for t in titles}
+        # Words of the video's own title count as known: the model is given it.
+        server.script(*(Reply(content=valid_json(title="Sunrise Works Visit")),) * 2)
+        from_source = brief_step.run(ctx, make_media(title="Sunrise Works visit"), make_analysis())
+        untitled = brief_step.run(ctx, make_media(title=None), make_analysis())
+
+    for title, invented in titles.items():
+        codes = [w.code for w in briefs[title].warnings]
+        assert ("unsupported_title" in codes) is invented, (title, codes)
+    [notice] = [w for w in briefs["Breath of Life"].warnings if w.code == "unsupported_title"]
+    assert "Breath of Life" in notice.message
+    assert "unsupported_title" not in [w.code for w in from_source.warnings]
+    assert "unsupported_title" in [w.code for w in untitled.warnings]
