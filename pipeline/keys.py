@@ -109,16 +109,23 @@ def media_sha256(media: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _analysis_settings(settings: Settings) -> dict[str, Any]:
+    """The settings that change what an analysis holds (keys are JSON-sorted: order is free)."""
+    return {
+        "asr_model": asr_model_id(settings),
+        "asr_backend": settings.asr_backend,
+        "asr_word_timestamps": settings.asr_word_timestamps,
+        "frame_sample_fps": settings.frame_sample_fps,
+    }
+
+
 def analysis_key(request: JobRequest, settings: Settings, media: Any) -> StepKey:
     """The analysis: which media (by its download and its bytes), with which models."""
     fields = {
         **_base(ANALYSE_STEP, settings),
         "download": download_key(request, settings).digest,
         "media_sha256": media_sha256(media),
-        "asr_model": asr_model_id(settings),
-        "asr_backend": settings.asr_backend,
-        "asr_word_timestamps": settings.asr_word_timestamps,
-        "frame_sample_fps": settings.frame_sample_fps,
+        **_analysis_settings(settings),
         "language": _language(request),
     }
     return StepKey(ANALYSE_STEP, fields)
@@ -129,10 +136,7 @@ def analysis_source_key(request: JobRequest, settings: Settings) -> StepKey:
     fields = {
         **_base(ANALYSE_STEP, settings),
         "source": normalise_url(request.url),
-        "asr_model": asr_model_id(settings),
-        "asr_backend": settings.asr_backend,
-        "asr_word_timestamps": settings.asr_word_timestamps,
-        "frame_sample_fps": settings.frame_sample_fps,
+        **_analysis_settings(settings),
     }
     return StepKey(ANALYSE_STEP, fields)
 

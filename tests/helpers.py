@@ -3,6 +3,7 @@ waiting on a condition, reading job states and events back, bridge and worker pr
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -39,6 +40,38 @@ def xadd_many(client: redis.Redis, names: RedisNames, jobs: list[dict[str, Any]]
         for job in jobs:
             pipe.xadd(names.jobs, {JOB_FIELD: json.dumps(job)})
         pipe.execute()
+
+
+def cli_runner(
+    redis_url: str, cwd: Path, *, strip: tuple[str, ...] = (), timeout_s: float = 60
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``run(*args, **env)``: the ``vidbrief`` command in a child process on this Redis, with a
+    state folder under ``cwd``; environment variables starting with ``strip`` left out."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(strip)}
+    base.update(VIDBRIEF_REDIS_URL=redis_url, VIDBRIEF_STATE_DIR=str(cwd / "state"))
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "vidbrief", *args],
+            env={**base, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=cwd,
+        )
+
+    return run
+
+
+async def run_all(bridge: Any) -> None:
+    """Admit a Bridge's new entries, run every admitted job to its stored outcome, and wait
+    for the clean-up of their folders (a ``raybridge.actor.Bridge`` driven without its loop)."""
+    await bridge.fleet.refresh_nodes()
+    await bridge.fleet.wait_warm()
+    entries = await bridge.stream.read_new(100, block_ms=10)
+    admitted = [a for a in [await bridge.admission.admit(e) for e in entries] if a]
+    await asyncio.gather(*(bridge.runner.run(a.slot, a.request, a.prefer) for a in admitted))
+    await bridge.cleaner.idle()
 
 
 def video(job_id: str, marker: str = "") -> dict[str, str]:

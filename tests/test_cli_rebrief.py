@@ -4,34 +4,16 @@ instructions or language and the rest as before; one-line errors."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from helpers import cli_runner
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def vidbrief(redis_server, tmp_path):
-    env = {
-        **os.environ,
-        "VIDBRIEF_REDIS_URL": redis_server.url,
-        "VIDBRIEF_STATE_DIR": str(tmp_path / "state"),
-    }
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "vidbrief", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=tmp_path,
-        )
-
-    return run
+    return cli_runner(redis_server.url, tmp_path)
 
 
 def request_of(vidbrief, job_id: str) -> dict[str, str]:

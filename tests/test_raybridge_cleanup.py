@@ -16,7 +16,7 @@ import pytest
 import ray
 import redis
 from fake_launcher import NODE, FakeLauncher
-from helpers import FAST_STEPS_S, all_finished, states, video, wait_until, xadd_raw
+from helpers import FAST_STEPS_S, all_finished, run_all, states, video, wait_until, xadd_raw
 
 from ingest.models import JobStatus
 from ingest.names import RedisNames
@@ -41,15 +41,6 @@ def folder(settings: Settings, job_id: str, age_s: float = 0.0) -> Path:
     for p in (media, path, path.parent):
         os.utime(p, (t, t))
     return path.parent
-
-
-async def run_all(bridge: Bridge) -> None:
-    await bridge.fleet.refresh_nodes()
-    await bridge.fleet.wait_warm()
-    entries = await bridge.stream.read_new(100, block_ms=10)
-    admitted = [a for a in [await bridge.admission.admit(e) for e in entries] if a]
-    await asyncio.gather(*(bridge.runner.run(a.slot, a.request, a.prefer) for a in admitted))
-    await bridge.cleaner.idle()
 
 
 def test_finished_jobs_folders_are_deleted_on_their_nodes(

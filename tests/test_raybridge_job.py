@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 from fake_launcher import FakeLauncher
-from helpers import count_events, events, pending, states, video, xadd_raw
+from helpers import count_events, events, pending, run_all, states, video, xadd_raw
 
 from ingest.events import EventType
 from ingest.models import JobStatus
@@ -22,15 +22,6 @@ from raybridge.placement import NodeView
 pytestmark = pytest.mark.integration
 
 TWO_NODES = [NodeView("a", gpus=1, download_slots=1), NodeView("b", gpus=1, download_slots=1)]
-
-
-async def run_all(bridge: Bridge) -> None:
-    """Admit the new entries and run every admitted job to its stored outcome."""
-    await bridge.fleet.refresh_nodes()
-    await bridge.fleet.wait_warm()
-    entries = await bridge.stream.read_new(100, block_ms=10)
-    admitted = [a for a in [await bridge.admission.admit(e) for e in entries] if a]
-    await asyncio.gather(*(bridge.runner.run(a.slot, a.request, a.prefer) for a in admitted))
 
 
 def test_a_completed_job_is_stored_with_its_result_event_and_ack(

@@ -3,14 +3,13 @@ video is analysed already runs only brief and report; a URL refused now reuses n
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis
 from fake_launcher import FakeLauncher
-from helpers import events, states, xadd_raw
+from helpers import events, run_all, states, xadd_raw
 
 from ingest.events import EventType
 from ingest.models import JobRequest, JobStatus
@@ -18,21 +17,10 @@ from ingest.names import RedisNames
 from ingest.settings import Settings
 from pipeline import chain
 from pipeline.context import JobContext
-from raybridge.actor import Bridge
 
 pytestmark = pytest.mark.integration
 
 URL = "http://127.0.0.1:9/talk.mp4"  # loopback: allowed with allow_private_urls (the tests')
-
-
-async def run_all(bridge: Bridge) -> None:
-    """Admit the new entries and run every admitted job to its stored outcome."""
-    await bridge.fleet.refresh_nodes()
-    await bridge.fleet.wait_warm()
-    entries = await bridge.stream.read_new(100, block_ms=10)
-    admitted = [a for a in [await bridge.admission.admit(e) for e in entries] if a]
-    await asyncio.gather(*(bridge.runner.run(a.slot, a.request, a.prefer) for a in admitted))
-    await bridge.cleaner.idle()
 
 
 def analysed(settings: Settings, url: str, **request: str) -> None:

@@ -5,12 +5,11 @@ producers reach the terminal literally (no Rich markup, no control characters)."
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 
 import pytest
+from helpers import cli_runner
 
 from vidbrief.exits import EXIT_CONFIG, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_USAGE
 
@@ -22,20 +21,7 @@ BOUNDED_S = 10.0
 
 @pytest.fixture
 def vidbrief(redis_server, tmp_path):
-    base = {k: v for k, v in os.environ.items() if not k.startswith("VIDBRIEF_")}
-    base.update(VIDBRIEF_REDIS_URL=redis_server.url, VIDBRIEF_STATE_DIR=str(tmp_path / "state"))
-
-    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "vidbrief", *args],
-            env={**base, **env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=tmp_path,
-        )
-
-    return run
+    return cli_runner(redis_server.url, tmp_path, strip=("VIDBRIEF_",))
 
 
 def one_line(result: subprocess.CompletedProcess[str], code: int, *words: str) -> None:

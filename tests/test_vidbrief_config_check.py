@@ -4,12 +4,10 @@ LLM endpoint refuses; one line per check and an exit status per kind of trouble.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 import pytest
+from helpers import cli_runner
 from llm_server import LLMServer
 
 from vidbrief.exits import EXIT_CONFIG, EXIT_OK, EXIT_UNREACHABLE
@@ -19,20 +17,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def vidbrief(redis_server, tmp_path):
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("VIDBRIEF_", "RAY_ADDR"))}
-    base.update(VIDBRIEF_REDIS_URL=redis_server.url, VIDBRIEF_STATE_DIR=str(tmp_path / "state"))
-
-    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "vidbrief", *args],
-            env={**base, **env},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=tmp_path,
-        )
-
-    return run
+    return cli_runner(redis_server.url, tmp_path, strip=("VIDBRIEF_", "RAY_ADDR"), timeout_s=120)
 
 
 def line(output: str, what: str) -> str:
