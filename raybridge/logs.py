@@ -51,6 +51,16 @@ class JsonLines(logging.Formatter):
         return json.dumps(document, default=str)
 
 
+def last_words(message: str, exit_code: int) -> str:
+    """The line a service ends with when an error stops it, as one more JSON document: with
+    JSON logs a collector parses every line, so the CLI's plain one-line error would not do."""
+    record = logging.makeLogRecord(
+        {"name": "vidbrief", "levelname": "ERROR", "levelno": logging.ERROR, "msg": message}
+    )
+    record.exit_code = exit_code
+    return JsonLines().format(record)
+
+
 def configure(settings: Settings) -> None:
     """The driver's logging, before Ray starts: text lines, or JSON lines."""
     handler = logging.StreamHandler()

@@ -56,6 +56,8 @@ DRAIN_EXTRA_S = 30.0
 #: How long a local Ray's processes get to exit after ``ray.shutdown()`` before a SIGKILL.
 RAY_EXIT_TIMEOUT_S = 15.0
 EXIT_OK, EXIT_FAILED = 0, 1
+#: What an operator needs to hear when a bridge ends without a drain.
+JOBS_ARE_SAFE = "Its jobs stay pending in Redis; the next bridge claims them."
 #: Ray's own variable naming the cluster to join (``VIDBRIEF_RAY_ADDRESS`` wins over it).
 RAY_ADDRESS_VARIABLE = "RAY_ADDRESS"
 #: Ray's switch that keeps a Ray single-node on 127.0.0.1 (see ``private_ray_switch``).
@@ -133,7 +135,7 @@ def connect_ray(settings: Settings) -> bool:
     # address="local": always a new Ray of our own, never another program's cluster that
     # happens to run on this machine.
     before = {p.pid for p in _children()}
-    with private_ray_switch():
+    with private_ray_switch(), ray_in_its_own_process_group():
         ray.init(
             address="local",
             num_cpus=settings.ray_num_cpus,
@@ -171,6 +173,35 @@ def private_ray_switch() -> Iterator[None]:
             os.environ.pop(RAY_SWITCH_VARIABLE, None)
         else:
             os.environ[RAY_SWITCH_VARIABLE] = saved_env
+
+
+@contextlib.contextmanager
+def ray_in_its_own_process_group() -> Iterator[None]:
+    """The private Ray's processes (GCS, raylet, and through the raylet its workers) started
+    in process groups of their own, not in the bridge's.
+
+    A signal to the bridge's process group (``kill -- -PGID``, a supervisor or test that signals
+    the group) would otherwise reach the raylet and the bridge actor's worker too: they exit at
+    once, and the driver's drain finds the actor gone. Apart, only the driver hears it; it
+    drains, then shuts its Ray down. They cannot outlive the driver: Ray's kernel fate-sharing
+    (``PR_SET_PDEATHSIG``) ends them when it exits. Ray does the same on Windows
+    (``CREATE_NEW_PROCESS_GROUP``), where the console signals a whole group. Ray starts every
+    node process through ``services.ConsolePopen``, looked up at each call.
+    """
+    from ray._private import services
+
+    original = services.ConsolePopen
+
+    class OwnGroupPopen(original):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("process_group", 0)
+            super().__init__(*args, **kwargs)
+
+    services.ConsolePopen = OwnGroupPopen
+    try:
+        yield
+    finally:
+        services.ConsolePopen = original
 
 
 def disconnect_ray(started: bool) -> None:
@@ -293,6 +324,8 @@ def run_bridge(settings: Settings) -> int:
 
 
 def _serve(handle: BridgeHandle, stop: threading.Event) -> int:
+    from ray.exceptions import RayActorError
+
     log.info(
         "bridge %s running (window %d); SIGTERM drains it",
         handle.settings.bridge_name,
@@ -302,7 +335,17 @@ def _serve(handle: BridgeHandle, stop: threading.Event) -> int:
         if handle.finished():
             return _ended_by_itself(handle)
     log.info("signal received: draining (grace %.0f s)", handle.settings.drain_grace_seconds)
-    stats = handle.stop()
+    try:
+        stats = handle.stop()
+    except RayActorError as e:  # Ray was stopped with it, or its node was lost meanwhile
+        log.error(
+            "no drain: the bridge actor is gone (%s). %s A supervisor that stops every process "
+            "at once (systemd's default KillMode=control-group) stops Ray too: signal the "
+            "bridge process alone (KillMode=mixed).",
+            _first_line(e),
+            JOBS_ARE_SAFE,
+        )
+        return EXIT_FAILED
     log.info("drained: %s jobs left pending for the next bridge", stats.get("left_pending"))
     return EXIT_OK
 
@@ -313,9 +356,13 @@ def _ended_by_itself(handle: BridgeHandle) -> int:
     try:
         ray.get(handle.run_ref)
     except Exception as e:  # the actor died or its loop raised: report it, fail the process
-        log.error("the bridge stopped unexpectedly: %s", e)
+        log.error("the bridge stopped unexpectedly: %s. %s", _first_line(e), JOBS_ARE_SAFE)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().split("\n", 1)[0]
 
 
 _Handler = Any

@@ -14,6 +14,7 @@ from helpers import all_finished, video, wait_until, xadd_raw
 
 from ingest.models import JobState, JobStatus
 from raybridge.finish import outcome_line
+from raybridge.logs import last_words
 from raybridge.outcome import Outcome
 
 STEPS = "download=0.05,analyse=0.05,brief=0.01,report=0.01"
@@ -69,7 +70,9 @@ def test_json_logs_of_a_bridge_process(redis_server, redis_client, names, tmp_pa
         # Ray's log monitor forwards the actor's lines to the driver within a moment.
         wait_until("2 outcome lines", lambda: log.read_text().count('"outcome"') >= 2, 30)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # a drain, then exit
+        # To the whole group, as a supervisor or `kill -- -PGID` sends it: the private Ray's
+        # processes are in groups of their own, so the driver alone hears it and drains.
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(60)
     lines = [line for line in log.read_text().splitlines() if line.strip()]
     documents = [json.loads(line) for line in lines]  # every line: one JSON document
@@ -78,3 +81,10 @@ def test_json_logs_of_a_bridge_process(redis_server, redis_client, names, tmp_pa
     assert {d["outcome"] for d in outcomes.values()} == {"completed"}
     assert all("node_id" in d for d in outcomes.values())  # Ray's context on the actor's lines
     assert any("private Ray" in d["message"] for d in documents)  # the driver's own lines
+    assert proc.returncode == 0 and any("drained" in d["message"] for d in documents), lines[-3:]
+
+
+def test_the_last_words_of_a_bridge_with_json_logs_are_json() -> None:
+    document = json.loads(last_words("lost Redis: refused", 3))
+    assert document["levelname"] == "ERROR" and document["message"] == "lost Redis: refused"
+    assert document["exit_code"] == 3

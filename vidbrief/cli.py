@@ -430,10 +430,11 @@ def redis_url_cmd() -> None:
 
 # ---------------------------------------------------------------- services
 @app.command()
-def bridge() -> None:
+def bridge(ctx: typer.Context) -> None:
     """Run the bridge against VIDBRIEF_REDIS_URL and the Ray cluster (VIDBRIEF_RAY_ADDRESS or
     RAY_ADDRESS; a private local Ray without either) until SIGTERM. The configuration is
     checked first (`vidbrief config --check`): an invalid one stops it before it starts."""
+    from raybridge.logs import last_words
     from raybridge.run import run_bridge
     from vidbrief.config_check import check_all, exit_code, for_the_bridge, show
 
@@ -443,7 +444,14 @@ def bridge() -> None:
         err.print(line, markup=False, highlight=False, soft_wrap=True)
     if code := exit_code(findings):
         fail("the bridge did not start: its configuration fails the check above", code)
-    raise typer.Exit(run_bridge(s))
+    if s.log_format != "json" or ctx.find_root().params.get("debug"):
+        raise typer.Exit(run_bridge(s))
+    try:
+        code = run_bridge(s)
+    except Exception as e:  # with JSON logs the last line is JSON too (see logs.last_words)
+        code, message = explain(e)
+        print(last_words(message, code), file=sys.stderr)
+    raise typer.Exit(code)
 
 
 @app.command("webhook-worker")
