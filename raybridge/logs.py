@@ -51,13 +51,15 @@ class JsonLines(logging.Formatter):
         return json.dumps(document, default=str)
 
 
-def last_words(message: str, exit_code: int) -> str:
-    """The line a service ends with when an error stops it, as one more JSON document: with
-    JSON logs a collector parses every line, so the CLI's plain one-line error would not do."""
+def json_line(message: str, level: int = logging.ERROR, **fields: Any) -> str:
+    """One JSON document the way ``JsonLines`` writes a record: for what a service says before
+    its logging starts or after it ends (the configuration check, the error that stopped it),
+    so that with JSON logs a collector can parse every line."""
     record = logging.makeLogRecord(
-        {"name": "vidbrief", "levelname": "ERROR", "levelno": logging.ERROR, "msg": message}
+        {"name": "vidbrief", "levelname": logging.getLevelName(level), "levelno": level}
     )
-    record.exit_code = exit_code
+    record.msg = message
+    record.__dict__.update(fields)
     return JsonLines().format(record)
 
 

@@ -14,7 +14,7 @@ from helpers import all_finished, video, wait_until, xadd_raw
 
 from ingest.models import JobState, JobStatus
 from raybridge.finish import outcome_line
-from raybridge.logs import last_words
+from raybridge.logs import json_line
 from raybridge.outcome import Outcome
 
 STEPS = "download=0.05,analyse=0.05,brief=0.01,report=0.01"
@@ -84,7 +84,7 @@ def test_json_logs_of_a_bridge_process(redis_server, redis_client, names, tmp_pa
     assert proc.returncode == 0 and any("drained" in d["message"] for d in documents), lines[-3:]
 
 
-def test_the_last_words_of_a_bridge_with_json_logs_are_json() -> None:
-    document = json.loads(last_words("lost Redis: refused", 3))
+def test_a_line_outside_the_logs_is_json_like_them() -> None:
+    document = json.loads(json_line("lost Redis: refused", exit_code=3))
     assert document["levelname"] == "ERROR" and document["message"] == "lost Redis: refused"
     assert document["exit_code"] == 3

@@ -4,6 +4,7 @@ LLM endpoint refuses; one line per check and an exit status per kind of trouble.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -42,6 +43,15 @@ def test_an_unknown_provider_fails_the_check_and_the_bridge_start(vidbrief) -> N
     assert bridge.returncode == EXIT_CONFIG and "'opnai' is unknown" in bridge.stderr
     assert "the bridge did not start" in bridge.stderr.splitlines()[-1]
     assert "Traceback" not in bridge.stderr and time.monotonic() - began < 30  # no Ray started
+
+
+def test_with_json_logs_the_refused_start_is_json_too(vidbrief) -> None:
+    bridge = vidbrief("bridge", VIDBRIEF_LLM_PROVIDER="opnai", VIDBRIEF_LOG_FORMAT="json")
+    documents = [json.loads(x) for x in bridge.stderr.splitlines()]  # a collector parses each
+    assert bridge.returncode == EXIT_CONFIG
+    assert documents[0]["levelname"] == "ERROR" and "'opnai' is unknown" in documents[0]["message"]
+    assert documents[-1]["exit_code"] == EXIT_CONFIG
+    assert "the bridge did not start" in documents[-1]["message"]
 
 
 def test_a_misspelt_variable_is_named_with_the_nearest_setting(vidbrief, tmp_path) -> None:

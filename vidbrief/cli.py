@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -30,6 +31,9 @@ from vidbrief.exits import (
 )
 from vidbrief.health_check import health_app
 from vidbrief.terminal import clean, print_error
+
+if TYPE_CHECKING:
+    from vidbrief.config_check import Finding
 
 #: How long a command waits for Redis to connect (TCP and a TLS handshake) and to answer; the
 #: longest blocking read a command makes (events --follow, submit --wait) is 1 s.
@@ -434,24 +438,53 @@ def bridge(ctx: typer.Context) -> None:
     """Run the bridge against VIDBRIEF_REDIS_URL and the Ray cluster (VIDBRIEF_RAY_ADDRESS or
     RAY_ADDRESS; a private local Ray without either) until SIGTERM. The configuration is
     checked first (`vidbrief config --check`): an invalid one stops it before it starts."""
-    from raybridge.logs import last_words
     from raybridge.run import run_bridge
-    from vidbrief.config_check import check_all, exit_code, for_the_bridge, show
+    from vidbrief.config_check import check_all, exit_code, for_the_bridge
 
     s = settings()
+    say = ServiceOutput(s.log_format == "json" and not ctx.find_root().params.get("debug"))
     findings = for_the_bridge(check_all(s))
-    for line in show(findings, quiet_ok=True):
-        err.print(line, markup=False, highlight=False, soft_wrap=True)
+    for f in findings:
+        if f.level != "ok":
+            say.finding(f)
     if code := exit_code(findings):
-        fail("the bridge did not start: its configuration fails the check above", code)
-    if s.log_format != "json" or ctx.find_root().params.get("debug"):
+        say.error("the bridge did not start: its configuration fails the check above", code)
+        raise typer.Exit(code)
+    if not say.json_logs:
         raise typer.Exit(run_bridge(s))
     try:
         code = run_bridge(s)
-    except Exception as e:  # with JSON logs the last line is JSON too (see logs.last_words)
+    except Exception as e:  # with JSON logs the last line is JSON too
         code, message = explain(e)
-        print(last_words(message, code), file=sys.stderr)
+        say.error(message, code)
     raise typer.Exit(code)
+
+
+class ServiceOutput:
+    """What a service command prints outside its logs (the configuration check, the error
+    that stopped it): lines for people or, with ``VIDBRIEF_LOG_FORMAT=json`` and no
+    ``--debug``, JSON documents like its log lines, so a collector can parse every line."""
+
+    def __init__(self, json_logs: bool) -> None:
+        self.json_logs = json_logs
+
+    def finding(self, f: Finding) -> None:
+        from raybridge.logs import json_line
+        from vidbrief.config_check import show
+
+        if not self.json_logs:
+            err.print(show([f])[0], markup=False, highlight=False, soft_wrap=True)
+            return
+        level = logging.ERROR if f.level == "fail" else logging.WARNING
+        print(json_line(f"{f.what}: {f.detail}", level, check=f.what), file=sys.stderr)
+
+    def error(self, message: str, code: int) -> None:
+        from raybridge.logs import json_line
+
+        if self.json_logs:
+            print(json_line(message, exit_code=code), file=sys.stderr)
+        else:
+            print_error(err, message)
 
 
 @app.command("webhook-worker")
