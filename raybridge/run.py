@@ -190,7 +190,11 @@ def ray_in_its_own_process_group() -> Iterator[None]:
     """
     from ray._private import services
 
-    original = services.ConsolePopen
+    original = getattr(services, "ConsolePopen", None)
+    if original is None:  # another Ray layout: its processes share our group, as before
+        log.debug("ray._private.services.ConsolePopen not found: Ray stays in our group")
+        yield
+        return
 
     class OwnGroupPopen(original):  # type: ignore[misc,valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -3,6 +3,7 @@ writes is one JSON document (the driver's, and the bridge actor's forwarded by R
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import all_finished, video, wait_until, xadd_raw
+from helpers import all_finished, family, video, wait_until, xadd_raw
 
 from ingest.models import JobState, JobStatus
 from raybridge.finish import outcome_line
@@ -18,6 +19,16 @@ from raybridge.logs import json_line
 from raybridge.outcome import Outcome
 
 STEPS = "download=0.05,analyse=0.05,brief=0.01,report=0.01"
+
+
+def in_group(pids: set[int], group: int) -> set[int]:
+    """The processes among ``pids`` in process group ``group`` (gone ones left out)."""
+    members = set()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            if os.getpgid(pid) == group:
+                members.add(pid)
+    return members
 
 
 def test_the_outcome_line_says_how_the_job_ended() -> None:
@@ -69,6 +80,8 @@ def test_json_logs_of_a_bridge_process(redis_server, redis_client, names, tmp_pa
         wait_until("2 jobs", lambda: all_finished(redis_client, names, ["log-1", "log-2"]), 120)
         # Ray's log monitor forwards the actor's lines to the driver within a moment.
         wait_until("2 outcome lines", lambda: log.read_text().count('"outcome"') >= 2, 30)
+        ray_processes = family(proc) - {proc.pid}
+        assert ray_processes and not in_group(ray_processes, os.getpgid(proc.pid))
     finally:
         # To the whole group, as a supervisor or `kill -- -PGID` sends it: the private Ray's
         # processes are in groups of their own, so the driver alone hears it and drains.
