@@ -148,6 +148,11 @@ def describe_validation_error(err: ValidationError) -> str:
             msg = "required field is missing"
         elif e["type"] == "string_pattern_mismatch" and field == "job_id":
             msg = f"must match {JOB_ID_PATTERN} (letters, digits, . _ -; at most 64)"
+        elif e["type"] == "string_pattern_mismatch" and field == "language":
+            msg = (
+                f"{str(e['input'])[:40]!r} is not a language tag: 2 or 3 letters, then "
+                "optional subtags (en, de, pt-BR, zh-Hant)"
+            )
         lines.append(f"{field}: {msg}")
     return "; ".join(lines)
 

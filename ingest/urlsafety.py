@@ -53,6 +53,7 @@ __all__ = [
     "UnresolvableHost",
     "check_redirect",
     "check_url",
+    "literal_addresses",
     "refusal_reason",
     "resolve_host",
 ]
@@ -66,6 +67,17 @@ def resolve_host(host: str, port: int) -> list[str]:
         temporary = isinstance(e, socket.gaierror) and e.errno == socket.EAI_AGAIN
         raise UnresolvableHost(f"host {host!r} does not resolve: {e}", temporary=temporary) from e
     return [str(info[4][0]) for info in infos]
+
+
+def literal_addresses(host: str, _port: int) -> list[str]:
+    """A resolver without DNS, for a quick early check: an address literal is itself,
+    ``localhost`` is loopback, any other name is unknown (no addresses)."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return ["127.0.0.1"]
+    try:
+        return [str(ipaddress.ip_address(host.split("%", 1)[0]))]
+    except ValueError:
+        return []
 
 
 def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:

@@ -33,6 +33,35 @@ def test_submit_prints_the_job_id_and_status_shows_it(vidbrief, redis_client):
     assert redis_client.xlen("vidbrief:jobs") == 1
 
 
+def test_bad_input_to_submit_is_refused_before_anything_is_submitted(vidbrief, redis_client):
+    cases = {
+        ("--language", "klingon"): "'klingon' is not a language tag",
+        ("--wait", "--timeout", "-3"): "Invalid value for '--timeout'",
+        ("--timeout", "3"): "--timeout needs --wait",
+    }
+    for args, message in cases.items():
+        result = vidbrief("submit", "https://example.com/v.mp4", *args)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+    metadata = vidbrief("submit", "http://169.254.169.254/latest/meta-data")
+    assert metadata.returncode == 2 and "cloud metadata address" in metadata.stderr
+    assert redis_client.xlen("vidbrief:jobs") == 0
+
+
+def test_an_address_the_bridge_will_refuse_is_named_at_submit(vidbrief):
+    hook = "http://127.0.0.1:9/hook"
+    refused = vidbrief(
+        "submit", "https://example.com/v.mp4", "--webhook-url", hook,
+        VIDBRIEF_ALLOW_PRIVATE_URLS="false",
+    )  # fmt: skip
+    assert refused.returncode == 0 and refused.stdout.strip()  # submitted: settings may differ
+    assert f"warning: webhook_url {hook} will be refused: loopback" in refused.stderr
+    allowed = vidbrief(
+        "submit", "https://example.com/v.mp4", "--webhook-url", hook,
+        VIDBRIEF_ALLOW_PRIVATE_URLS="true",
+    )  # fmt: skip
+    assert allowed.returncode == 0 and "warning" not in allowed.stderr
+
+
 def test_schema_prints_the_json_schema(vidbrief):
     schema = json.loads(vidbrief("schema").stdout)
     assert schema["required"] == ["url"] and schema["additionalProperties"] is False

@@ -67,7 +67,7 @@ def test_a_missing_job_id_is_generated_and_valid():
         ({"url": "http://e.com/v", "job_id": "x" * 65}, "job_id", "must match"),
         ({"url": "http://e.com/v", "instructions": "x" * 4001}, "instructions", "at most 4000"),
         ({"url": "http://e.com/v", "webhook_url": "gopher://x"}, "webhook_url", "scheme"),
-        ({"url": "http://e.com/v", "language": "english please"}, "language", "match"),
+        ({"url": "http://e.com/v", "language": "english please"}, "language", "not a language tag"),
         ({"url": "http://e.com/v", "schema_version": 2}, "schema_version", "1"),
         ({"url": 42}, "url", "string"),
     ],

@@ -11,6 +11,7 @@ from ingest.urlsafety import (
     UnresolvableHost,
     check_redirect,
     check_url,
+    literal_addresses,
     refusal_reason,
     resolve_host,
 )
@@ -166,3 +167,18 @@ def test_refusal_reason_names_the_category():
     assert refusal_reason("169.254.169.254", allow_private=True) == (
         "cloud metadata address 169.254.169.254"
     )
+
+
+def test_the_check_without_dns_knows_literals_and_localhost_only() -> None:
+    policy = AddressPolicy.create(resolver=literal_addresses)
+    for url in (
+        "http://127.0.0.1/x",
+        "http://[::1]:8080/x",
+        "http://localhost/x",
+        "http://10.1.2.3/",
+    ):
+        with pytest.raises(UnsafeURL, match="address"):
+            policy.check_url(url)
+    with pytest.raises(UnresolvableHost):  # a name: left to the check where it is fetched
+        policy.check_url("https://example.com/v.mp4")
+    policy.check_url("https://93.184.216.34/v.mp4")  # a public literal passes

@@ -177,11 +177,14 @@ def submit(
     priority: Annotated[str | None, typer.Option(help="low, normal (default) or high.")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the job's events to the end.")] = False,
     timeout: Annotated[
-        float | None, typer.Option(help="With --wait: give up after seconds.")
+        float | None, typer.Option(help="With --wait: give up after seconds.", min=0.001)
     ] = None,
 ) -> None:
     """Submit a job: XADD it to the jobs stream and print its job id."""
     from ingest.models import parse_request
+
+    if timeout is not None and not wait:  # checked before anything is submitted
+        fail("--timeout needs --wait (it limits the wait, not the job)")
 
     raw = {
         "url": url,
@@ -193,6 +196,7 @@ def submit(
         "priority": priority,
     }
     request = parse_request({k: v for k, v in raw.items() if v is not None})
+    _warn_of_refused_addresses(request, settings())
     client = producer(start=True)
     since = client.last_event_id() if wait else None
     result = client.submit(request)
@@ -206,6 +210,28 @@ def submit(
         )
     if wait:
         _wait_and_show(client, result.job_id, since, timeout)
+
+
+def _warn_of_refused_addresses(request: Any, s: Settings) -> None:
+    """Say now what the bridge and the webhook worker will refuse later: a loopback or private
+    address written in the URL is a warning (their settings decide), a cloud metadata one an
+    error. Names are not looked up here; they are checked where they are fetched."""
+    from ingest.errors import UnresolvableHost, UnsafeURL
+    from ingest.urlsafety import AddressPolicy, literal_addresses
+
+    policy = AddressPolicy.create(allow_private=s.allow_private_urls, resolver=literal_addresses)
+    for what, url in (("url", request.url), ("webhook_url", request.webhook_url)):
+        try:
+            if url:
+                policy.check_url(url)
+        except UnresolvableHost:
+            continue  # a name: checked where it is fetched
+        except UnsafeURL as e:
+            reason = str(e).removeprefix(f"refused {url}: ")
+            if "metadata" in reason:  # refused whatever the settings: nothing is submitted
+                fail(f"{what}: {reason}")
+            shown = f"{what} {clean(url)} will be refused: {clean(reason)}"
+            err.print(f"warning: {shown}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _wait_and_show(client, job_id: str, since: str | None, timeout: float | None) -> None:
