@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from ingest.errors import WebhookRejected
 from ingest.settings import Settings
 from vidbrief.bench import bench_app
 from vidbrief.exits import (
+    EXIT_BROKEN_PIPE,
     EXIT_CONFIG,
     EXIT_NO,
     EXIT_NOT_FOUND,
@@ -51,6 +53,8 @@ class OneLineErrors(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, NoArgsIsHelpError):
             raise
+        except BrokenPipeError:
+            raise typer.Exit(reader_gone()) from None
         except Exception as e:
             if ctx.find_root().params.get("debug"):
                 raise
@@ -86,6 +90,15 @@ def root(
     ] = False,
 ) -> None:
     """Turn videos into written briefs: a Redis stream in, a Ray chain, PDFs and webhooks out."""
+
+
+def reader_gone() -> int:
+    """The reader of stdout went away (``vidbrief events | head``): end quietly, as click does
+    when it sees it first. Stdout now points at /dev/null, so the interpreter's flush at exit
+    does not fail on the closed pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -459,11 +472,13 @@ def redis_url_cmd() -> None:
 
 
 # ---------------------------------------------------------------- services
-@app.command()
+@app.command(
+    help="Run the bridge until SIGTERM or SIGINT (then it drains).\n\n"
+    "Redis: VIDBRIEF_REDIS_URL. Ray: VIDBRIEF_RAY_ADDRESS or RAY_ADDRESS, a private local Ray "
+    "without either. The configuration is checked first (`vidbrief config --check`): an "
+    "invalid one stops it before it starts."
+)
 def bridge(ctx: typer.Context) -> None:
-    """Run the bridge against VIDBRIEF_REDIS_URL and the Ray cluster (VIDBRIEF_RAY_ADDRESS or
-    RAY_ADDRESS; a private local Ray without either) until SIGTERM. The configuration is
-    checked first (`vidbrief config --check`): an invalid one stops it before it starts."""
     from raybridge.run import run_bridge
     from vidbrief.config_check import check_all, exit_code, for_the_bridge
 
@@ -610,6 +625,8 @@ def main() -> None:
     except NoArgsIsHelpError as e:
         e.show()
         code = EXIT_USAGE
+    except BrokenPipeError:
+        code = reader_gone()
     except Exception as e:
         if "--debug" in sys.argv[1:]:
             raise

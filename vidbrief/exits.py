@@ -3,7 +3,9 @@
 
     0   done
     1   done, and the answer is no: the job failed or was cancelled (``submit --wait``), the
-        webhook is not verified, the job had finished already, the probe found it unhealthy
+        webhook is not verified, the job had finished already, the probe found it unhealthy;
+        also, with nothing printed, when the reader of the output went away (``… | head``),
+        as click itself ends then
     2   the command line or its input is wrong: a bad option value, a file that cannot be
         read, an id that is not one
     3   a service did not answer: Redis (also: the embedded Redis is not running), Ray
@@ -35,6 +37,8 @@ EXIT_CONFIG = 4
 EXIT_NOT_FOUND = 5
 EXIT_TIMEOUT = 6
 EXIT_BUG = 70
+#: The reader of stdout went away: click's own status for it (typer/core.py), kept for all.
+EXIT_BROKEN_PIPE = 1
 
 #: Settings' fields as the variables people set.
 ENV_PREFIX = "VIDBRIEF_"
