@@ -11,7 +11,7 @@ import pytest
 from helpers import WEBHOOK_SECRET
 from standardwebhooks import Webhook
 
-from ingest.errors import WebhookRejected
+from ingest.errors import ConfigError, InvalidRequest, WebhookRejected
 from ingest.events import EventType, build_event
 from webhooks.verify import verify_webhook, verify_webhook_files
 
@@ -59,6 +59,15 @@ def test_verify_webhook_accepts_genuine_and_rejects_forged_or_stale(tmp_path):
         tmp_path / "body.json", WEBHOOK_SECRET, headers_file=tmp_path / "headers.txt"
     )
     assert event["subject"] == "job-1"
+
+
+def test_a_mistyped_header_or_a_bad_secret_is_said_first(tmp_path):
+    (tmp_path / "body.json").write_text("{}")
+    with pytest.raises(InvalidRequest, match="'webhook-id x' is not 'Name: value'"):
+        verify_webhook_files(tmp_path / "body.json", WEBHOOK_SECRET, ["webhook-id x"])
+    stale = signed("{}", datetime.now(UTC) - timedelta(days=1))
+    with pytest.raises(ConfigError, match="whsec_"):  # not the age of the delivery
+        verify_webhook(b"{}", stale, "notbase64")
 
 
 def test_a_receiver_that_only_verifies_loads_no_queue_http_or_redis_library():

@@ -14,7 +14,7 @@ from typing import Any
 
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from ingest.errors import ConfigError, WebhookRejected
+from ingest.errors import ConfigError, InvalidRequest, WebhookRejected
 
 __all__ = ["LIBRARY_TOLERANCE_S", "load_delivery", "verify_webhook", "verify_webhook_files"]
 
@@ -40,11 +40,11 @@ def verify_webhook(
     if tolerance_s > LIBRARY_TOLERANCE_S:
         raise ValueError(f"tolerance_s can be at most {LIBRARY_TOLERANCE_S} s (the library's)")
     lowered = {name.lower(): value for name, value in headers.items()}
-    _check_age(lowered.get("webhook-timestamp"), tolerance_s)
-    try:
+    try:  # first: with a wrong secret nothing else about the delivery matters
         webhook = Webhook(secret)
     except Exception as e:  # the library raises several types for a malformed secret
         raise ConfigError("the webhook secret is not a whsec_… base64 secret") from e
+    _check_age(lowered.get("webhook-timestamp"), tolerance_s)
     try:
         event = webhook.verify(payload, lowered)
     except WebhookVerificationError as e:
@@ -78,8 +78,11 @@ def load_delivery(
     ``headers_file`` is read like ``curl -D`` writes it (a status line and blank lines are
     skipped); ``headers`` are more ``Name: value`` strings (command-line arguments).
     """
-    payload = sys.stdin.buffer.read() if str(body) == "-" else Path(body).read_bytes()
     lines = list(headers)
+    for line in lines:  # typed by hand: a mistake is said, not skipped
+        if not line.partition(":")[0].strip() or ":" not in line:
+            raise InvalidRequest(f"header {line!r} is not 'Name: value' (--header)")
+    payload = sys.stdin.buffer.read() if str(body) == "-" else Path(body).read_bytes()
     if headers_file is not None:
         lines = Path(headers_file).read_text().splitlines() + lines
     parsed: dict[str, str] = {}
