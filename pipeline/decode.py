@@ -135,6 +135,7 @@ class _FrameSampler:
         self.interval, self.next_t, self.count = 1.0 / fps, 0.0, 0
         self.tracker, self.key_size = tracker, key_size
         self.end_t: float | None = None  # end of the last decoded frame
+        self.quarter_turns: int | None = None  # display rotation, from the first sampled frame
 
     def add(self, frame: Any, t: float, frame_s: float) -> None:
         self.end_t = max(self.end_t or 0.0, t + frame_s)
@@ -144,8 +145,20 @@ class _FrameSampler:
             self.next_t += self.interval
         small = frame.reformat(*HIST_SIZE_PX, format="rgb24").to_ndarray()
         key = frame.reformat(*self.key_size, format="rgb24").to_ndarray()
-        self.tracker.add(t, small, key)
+        self.tracker.add(t, small, self._upright(frame, key))
         self.count += 1
+
+    def _upright(self, frame: Any, key: np.ndarray) -> np.ndarray:
+        """The keyframe as a player shows it. A phone stores a portrait video as landscape
+        frames with a display matrix that turns them: without the turn its keyframes lie on
+        their side. One turn for the whole video (the first frame's), so that every keyframe
+        has the same shape; the cut test needs none (a turn changes no histogram)."""
+        if self.quarter_turns is None:
+            degrees = getattr(frame, "rotation", 0) or 0  # counter-clockwise (PyAV)
+            self.quarter_turns = round(degrees / 90) % 4
+        if not self.quarter_turns:
+            return key
+        return np.ascontiguousarray(np.rot90(key, self.quarter_turns))  # counter-clockwise
 
 
 def decode(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -334,6 +335,37 @@ def test_portrait_60_fps_keeps_its_shape_and_cuts(root, speech):
     with Image.open(analysis.shots[0].keyframe_path) as image:
         assert image.height > image.width
     assert_times_inside(analysis)
+
+
+@pytest.mark.skipif(
+    not hasattr(av.video.stream.VideoStream, "set_display_rotation"), reason="PyAV < 15"
+)
+def test_a_phone_video_stored_on_its_side_has_upright_keyframes(root):
+    """A phone records portrait as landscape frames and a display matrix that turns them
+    (here 90° counter-clockwise): the keyframes are what a player shows."""
+    path = root / "phone.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv420p"
+        stream.set_display_rotation(90)
+        for i in range(50):
+            frame = np.zeros((180, 320, 3), np.uint8)
+            frame[:60, :100] = 255  # a white block in the stored frame's top-left corner
+            video_frame = av.VideoFrame.from_ndarray(frame, "rgb24")
+            video_frame.pts, video_frame.time_base = i, Fraction(1, 25)
+            out.mux(stream.encode(video_frame))
+        out.mux(stream.encode(None))
+    analysis = analyse(path, root)
+    with Image.open(analysis.shots[0].keyframe_path) as image:
+        pixels = np.asarray(image.convert("L"), dtype=float)
+    height, width = pixels.shape
+    assert (width, height) == (180, 320)  # portrait, as shown
+    corners = {
+        "top-left": pixels[: height // 2, : width // 2].mean(),
+        "bottom-left": pixels[height // 2 :, : width // 2].mean(),
+        "right": pixels[:, width // 2 :].mean(),
+    }
+    assert max(corners, key=corners.get) == "bottom-left"  # turned a quarter to the left
 
 
 # --------------------------------------------------------------------------- confidence
