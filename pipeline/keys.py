@@ -39,8 +39,8 @@ from pipeline.llm import resolve_config
 
 #: Part of every key of the step's outputs: bump it when the step's output changes meaning
 #: (download 2: the media's sha256; analyse 2: keyframes kept in the artefact store, 3: keyframes
-#: of a video with a display rotation turned upright; brief 2: grounded quotes and chapters;
-#: report 2: keyframes beside the report).
+#: of a video with a display rotation turned upright and "12,000" one word, not "12" ",000";
+#: brief 2: grounded quotes and chapters; report 2: keyframes beside the report).
 STEP_VERSIONS: dict[str, int] = {DOWNLOAD_STEP: 2, ANALYSE_STEP: 3, BRIEF_STEP: 2, REPORT_STEP: 2}
 DIGEST_BYTES = 16  # 128 bits: no collision among any number of jobs a store will ever hold
 DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -289,6 +289,15 @@ def decide_language(
                     f"transcribed as {detected!r}.",
                 )
             )
+        elif probability < LANGUAGE_DOUBT_PROBABILITY:  # a guess: other languages together won
+            notices.append(
+                Notice(
+                    code="language_uncertain",
+                    message=f"The spoken language was detected as {detected!r} with probability "
+                    f"{probability:.2f} only, and transcribed as such. If the transcript reads "
+                    "wrong, submit the video again with its language.",
+                )
+            )
         return LanguageChoice(detected, round(float(probability), 3), True, notices)
     # The job's language stands. Detection agreeing with it is kept as its probability (the
     # report shows it, and a re-brief in another language may reuse this analysis).
@@ -537,13 +546,7 @@ def _transcribe_block(
 
 
 def _segment(piece: Any, offset: float) -> Segment:
-    words = None
-    if piece.words:
-        words = [
-            Word(start=offset + w.start, end=offset + w.end, text=w.word.strip())
-            for w in piece.words
-            if w.word.strip()
-        ]
+    words = _words(piece.words, offset) if piece.words else None
     return Segment(
         start=round(offset + piece.start, 3),
         end=round(offset + piece.end, 3),
@@ -552,6 +555,27 @@ def _segment(piece: Any, offset: float) -> Segment:
         no_speech_prob=round(float(piece.no_speech_prob), 4),
         words=words,
     )
+
+
+def _words(raw: Sequence[Any], offset: float) -> list[Word]:
+    """Whisper's timed words as written words.
+
+    Whisper starts a new "word" at punctuation, so "12,000" comes as " 12" and ",000", "3.5"
+    as " 3" and ".5": joined with a space they would read "12 ,000" — in a quotation. In a
+    language written with spaces every real word starts with one, so a piece without it
+    belongs to the word before. Where words are not spaced (Chinese, Japanese, Thai: most
+    pieces lack the space) every piece stays as it is.
+    """
+    pieces = [w for w in raw if w.word.strip()]
+    spaced = sum(w.word[:1].isspace() for w in pieces[1:]) * 2 >= len(pieces) - 1
+    words: list[Word] = []
+    for w in pieces:
+        if spaced and words and not w.word[:1].isspace():
+            last = words[-1]
+            words[-1] = Word(start=last.start, end=offset + w.end, text=last.text + w.word.strip())
+        else:
+            words.append(Word(start=offset + w.start, end=offset + w.end, text=w.word.strip()))
+    return words
 
 
 # --------------------------------------------------------------------------- transformers

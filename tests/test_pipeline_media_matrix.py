@@ -368,6 +368,16 @@ def test_a_phone_video_stored_on_its_side_has_upright_keyframes(root):
     assert max(corners, key=corners.get) == "bottom-left"  # turned a quarter to the left
 
 
+def test_a_number_said_aloud_is_one_written_word(root):
+    """Whisper writes "twelve thousand" as "12,000" but times it as " 12" + ",000": the words
+    (what quotes and the offline brief are built from) must not read "12 ,000"."""
+    said = speech_samples("The budget for repairs is 12,000 euros.", 5.0)
+    analysis = analyse(clip(root, "budget.mp4", seconds=5.0, audio=(AudioTrack(said),)), root)
+    words = [w.text for s in analysis.transcript for w in s.words or []]
+    assert any(w.startswith("12,000") for w in words), words
+    assert not any(w.startswith((",", ".")) for w in words), words
+
+
 # --------------------------------------------------------------------------- confidence
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from pipeline.speech import (
     SAMPLE_RATE_HZ,
     AudioReader,
     LanguageChoice,
+    _words,
     blocks,
     confidence_notices,
     decide_language,
@@ -74,8 +76,12 @@ def test_the_jobs_language_stands_unless_detection_is_sure_of_another():
     overruled = decide_language(hinted, "de-AT", "fr", 0.97)
     assert overruled.code == "fr" and overruled.probability == 0.97
     assert [n.code for n in overruled.notices] == ["language_mismatch"]
-    detected = decide_language(LanguageChoice(None), None, "fr", 0.4)
-    assert (detected.code, detected.probability, detected.notices) == ("fr", 0.4, [])
+    detected = decide_language(LanguageChoice(None), None, "fr", 0.8)
+    assert (detected.code, detected.probability, detected.notices) == ("fr", 0.8, [])
+    guessed = decide_language(LanguageChoice(None), None, "en", 0.37)  # espeak French, measured
+    assert (guessed.code, guessed.probability) == ("en", 0.37)
+    assert [n.code for n in guessed.notices] == ["language_uncertain"]
+    assert "submit the video again with its language" in guessed.notices[0].message
     assert start_language("nb", supported, True).code == "no"  # Whisper's own code
     assert start_language("xx", supported, True).code is None  # unsupported
     assert start_language("de", ["en"], multilingual=False).code is None
@@ -135,3 +141,17 @@ def test_blocks_are_stitched_by_time_into_one_transcript(tmp_path: Path, monkeyp
     assert result.language == "en" and result.speech_s > 15
     concert = next(s for s in result.segments if "concert" in s.text.lower())
     assert 32.0 <= concert.start <= 34.0  # the fifth sentence starts at 32.5 s
+
+
+def test_whisper_pieces_split_at_punctuation_are_written_words_again():
+    """Whisper gives "12,000" as " 12" + ",000" (measured with the bundled base model): a
+    quotation must not read "12 ,000". Unspaced scripts keep their pieces."""
+    piece = namedtuple("piece", "word start end")
+    spoken = [(" The", 0.0, 0.2), (" budget", 0.2, 0.6), (" is", 0.6, 0.8), (" 12", 0.8, 1.2),
+              (",000", 1.2, 1.6), (" euros.", 1.6, 2.0), (" Up", 2.0, 2.2), (" 3", 2.2, 2.4),
+              (".5%", 2.4, 2.8)]  # fmt: skip
+    words = _words([piece(*p) for p in spoken], offset=10.0)
+    assert [w.text for w in words] == ["The", "budget", "is", "12,000", "euros.", "Up", "3.5%"]
+    assert (words[3].start, words[3].end) == (10.8, 11.6)
+    unspaced = [piece("今天", 0.0, 0.4), piece("我们", 0.4, 0.8), piece("讨论", 0.8, 1.2)]
+    assert [w.text for w in _words(unspaced, 0.0)] == ["今天", "我们", "讨论"]
