@@ -131,11 +131,13 @@ class _AudioSink:
 class _FrameSampler:
     """Takes the first frame at or after each tick of a ``fps`` grid; downscales it."""
 
-    def __init__(self, fps: float, tracker: ShotTracker, key_size: tuple[int, int]) -> None:
+    def __init__(self, fps: float, tracker: ShotTracker, stored_size: tuple[int, int]) -> None:
         self.interval, self.next_t, self.count = 1.0 / fps, 0.0, 0
-        self.tracker, self.key_size = tracker, key_size
+        self.tracker, self.stored_size = tracker, stored_size
         self.end_t: float | None = None  # end of the last decoded frame
-        self.quarter_turns: int | None = None  # display rotation, from the first sampled frame
+        #: Quarter turns from the first sampled frame, and the size to scale each frame to.
+        self.quarter_turns: int | None = None
+        self.scaled_size = stored_size
 
     def add(self, frame: Any, t: float, frame_s: float) -> None:
         self.end_t = max(self.end_t or 0.0, t + frame_s)
@@ -143,22 +145,55 @@ class _FrameSampler:
             return
         while self.next_t <= t + 1e-6:
             self.next_t += self.interval
+        if self.quarter_turns is None:
+            self._first(frame)
         small = frame.reformat(*HIST_SIZE_PX, format="rgb24").to_ndarray()
-        key = frame.reformat(*self.key_size, format="rgb24").to_ndarray()
-        self.tracker.add(t, small, self._upright(frame, key))
+        key = frame.reformat(*self.scaled_size, format="rgb24").to_ndarray()
+        if self.quarter_turns:
+            key = np.ascontiguousarray(np.rot90(key, self.quarter_turns))  # counter-clockwise
+        self.tracker.add(t, small, key)
         self.count += 1
 
-    def _upright(self, frame: Any, key: np.ndarray) -> np.ndarray:
-        """The keyframe as a player shows it. A phone stores a portrait video as landscape
-        frames with a display matrix that turns them: without the turn its keyframes lie on
-        their side. One turn for the whole video (the first frame's), so that every keyframe
-        has the same shape; the cut test needs none (a turn changes no histogram)."""
-        if self.quarter_turns is None:
-            degrees = getattr(frame, "rotation", 0) or 0  # counter-clockwise (PyAV)
-            self.quarter_turns = round(degrees / 90) % 4
-        if not self.quarter_turns:
-            return key
-        return np.ascontiguousarray(np.rot90(key, self.quarter_turns))  # counter-clockwise
+    def _first(self, frame: Any) -> None:
+        """Keyframes are what a player shows. A phone stores a portrait video as landscape
+        frames with a display matrix that turns them: unturned, its keyframes lie on their
+        side. One turn for the whole video (the first frame's), so that every keyframe has
+        the same shape, sized as shown; the cut test needs none (a turn changes no
+        histogram)."""
+        self.quarter_turns = display_turns(frame)
+        width, height = self.stored_size
+        if self.quarter_turns % 2:  # sized as shown: the stored width is the shown height
+            shown_w, shown_h = keyframe_size(height, width)
+            self.scaled_size = (shown_h, shown_w)
+        else:
+            self.scaled_size = keyframe_size(width, height)
+
+
+def display_turns(frame: Any) -> int:
+    """The quarter turns (counter-clockwise) a player gives this frame: its display matrix's
+    rotation (PyAV's ``rotation``, counter-clockwise degrees). 0 where the matrix mirrors
+    (a turn alone would show a mirrored video upside down), is not a quarter turn, or is not
+    a rotation at all (PyAV then answers INT_MIN)."""
+    degrees = getattr(frame, "rotation", 0) or 0
+    turns = round(degrees / 90)
+    if not -180 <= degrees <= 180 or abs(degrees - 90 * turns) > 1 or _mirrored(frame):
+        return 0
+    return turns % 4
+
+
+def _mirrored(frame: Any) -> bool:
+    """Whether the frame's display matrix flips it (a negative determinant)."""
+    import av
+
+    try:
+        wanted = av.sidedata.sidedata.Type.DISPLAYMATRIX
+        for data in frame.side_data:
+            if data.type == wanted:
+                m = [int(x) for x in np.frombuffer(bytes(data), dtype=np.int32)[:5]]
+                return m[0] * m[4] - m[1] * m[3] < 0
+    except (AttributeError, TypeError, ValueError):  # an older PyAV: no side data to read
+        return False
+    return False
 
 
 def decode(
@@ -229,15 +264,15 @@ class _Pass:
             self.video.codec_context.thread_count = threads
         self.origin = _origin_s(container)
         self.tracker = ShotTracker(out_dir, device)
-        self.sampler = _FrameSampler(limits.sample_fps, self.tracker, self._key_size())
+        self.sampler = _FrameSampler(limits.sample_fps, self.tracker, self._stored_size())
         self.sink = _AudioSink(out_dir / AUDIO_FILE) if self.audio is not None else None
         self.subtitles = EmbeddedSubtitles.of(container, self.origin)
         self.errors = self.packets = 0
 
-    def _key_size(self) -> tuple[int, int]:
+    def _stored_size(self) -> tuple[int, int]:
         if self.video is None:
             return 2, 2
-        return keyframe_size(self.video.codec_context.width, self.video.codec_context.height)
+        return self.video.codec_context.width, self.video.codec_context.height
 
     def _frame_seconds(self) -> float:
         """How long one video frame lasts (the last one's end is the video's end)."""

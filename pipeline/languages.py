@@ -14,7 +14,8 @@ __all__ = ["primary", "same_language", "whisper_code"]
 #: Detection this sure of another language overrides the job's ``language`` (speech to text).
 LANGUAGE_OVERRIDE_PROBABILITY = 0.75
 #: Detection of another language at least this sure (but under the override) keeps the job's
-#: language with a ``language_uncertain`` warning on the report.
+#: language with a ``language_uncertain`` warning on the report; without a job language, a
+#: detection less sure than this is used with the same warning (it is a guess).
 LANGUAGE_DOUBT_PROBABILITY = 0.5
 _WHISPER_ALIASES = {"nb": "no", "jv": "jw", "fil": "tl", "yue": "zh"}
 _UNDETERMINED = frozenset({"und", "mis", "mul", "zxx", ""})

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -557,25 +558,38 @@ def _segment(piece: Any, offset: float) -> Segment:
     )
 
 
+#: Scripts written without spaces between words (Whisper splits them without any): Thai, Lao,
+#: Myanmar, Khmer, CJK punctuation, kana, Han, full-width forms.
+_UNSPACED = re.compile(
+    r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
+    r"\uf900-\ufaff\uff00-\uffef]"
+)
+
+
 def _words(raw: Sequence[Any], offset: float) -> list[Word]:
     """Whisper's timed words as written words.
 
     Whisper starts a new "word" at punctuation, so "12,000" comes as " 12" and ",000", "3.5"
     as " 3" and ".5": joined with a space they would read "12 ,000" — in a quotation. In a
-    language written with spaces every real word starts with one, so a piece without it
-    belongs to the word before. Where words are not spaced (Chinese, Japanese, Thai: most
-    pieces lack the space) every piece stays as it is.
+    script written with spaces every word starts with one, so a piece without it belongs to
+    the word before; in one written without (Chinese, Japanese, Thai) pieces stay apart.
     """
-    pieces = [w for w in raw if w.word.strip()]
-    spaced = sum(w.word[:1].isspace() for w in pieces[1:]) * 2 >= len(pieces) - 1
     words: list[Word] = []
-    for w in pieces:
-        if spaced and words and not w.word[:1].isspace():
+    for w in raw:
+        text = w.word.strip()
+        if not text:
+            continue
+        if words and _continues(words[-1].text, w.word):
             last = words[-1]
-            words[-1] = Word(start=last.start, end=offset + w.end, text=last.text + w.word.strip())
+            words[-1] = Word(start=last.start, end=offset + w.end, text=last.text + text)
         else:
-            words.append(Word(start=offset + w.start, end=offset + w.end, text=w.word.strip()))
+            words.append(Word(start=offset + w.start, end=offset + w.end, text=text))
     return words
+
+
+def _continues(before: str, piece: str) -> bool:
+    """Whether Whisper's ``piece`` is the rest of the word ``before`` (no space between)."""
+    return not (piece[:1].isspace() or _UNSPACED.match(piece[:1]) or _UNSPACED.match(before[-1:]))
 
 
 # --------------------------------------------------------------------------- transformers

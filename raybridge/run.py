@@ -184,15 +184,17 @@ def ray_in_its_own_process_group() -> Iterator[None]:
     the group) would otherwise reach the raylet and the bridge actor's worker too: they exit at
     once, and the driver's drain finds the actor gone. Apart, only the driver hears it; it
     drains, then shuts its Ray down. They cannot outlive the driver: Ray's kernel fate-sharing
-    (``PR_SET_PDEATHSIG``) ends them when it exits. Ray does the same on Windows
-    (``CREATE_NEW_PROCESS_GROUP``), where the console signals a whole group. Ray starts every
-    node process through ``services.ConsolePopen``, looked up at each call.
+    (``PR_SET_PDEATHSIG`` on Linux) ends them when it exits; where there is none, nothing
+    changes. Ray does the same on Windows (``CREATE_NEW_PROCESS_GROUP``), where the console
+    signals a whole group. Ray starts every node process through ``services.ConsolePopen``,
+    looked up at each call.
     """
-    from ray._private import services
+    from ray._private import services, utils
 
     original = getattr(services, "ConsolePopen", None)
-    if original is None:  # another Ray layout: its processes share our group, as before
-        log.debug("ray._private.services.ConsolePopen not found: Ray stays in our group")
+    # Without kernel fate-sharing (macOS) Ray's reaper ends its processes by killing its own
+    # process group when the driver dies: they must stay in it. Another Ray layout: as before.
+    if original is None or not utils.detect_fate_sharing_support():
         yield
         return
 
@@ -328,7 +330,7 @@ def run_bridge(settings: Settings) -> int:
 
 
 def _serve(handle: BridgeHandle, stop: threading.Event) -> int:
-    from ray.exceptions import RayActorError
+    from ray.exceptions import GetTimeoutError, RayActorError
 
     log.info(
         "bridge %s running (window %d); SIGTERM drains it",
@@ -341,6 +343,9 @@ def _serve(handle: BridgeHandle, stop: threading.Event) -> int:
     log.info("signal received: draining (grace %.0f s)", handle.settings.drain_grace_seconds)
     try:
         stats = handle.stop()
+    except GetTimeoutError:  # the actor is killed by stop() on the way out
+        log.error("the drain did not end within its grace period. %s", JOBS_ARE_SAFE)
+        return EXIT_FAILED
     except RayActorError as e:  # Ray was stopped with it, or its node was lost meanwhile
         log.error(
             "no drain: the bridge actor is gone (%s). %s A supervisor that stops every process "

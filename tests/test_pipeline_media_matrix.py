@@ -337,35 +337,48 @@ def test_portrait_60_fps_keeps_its_shape_and_cuts(root, speech):
     assert_times_inside(analysis)
 
 
-@pytest.mark.skipif(
-    not hasattr(av.video.stream.VideoStream, "set_display_rotation"), reason="PyAV < 15"
-)
-def test_a_phone_video_stored_on_its_side_has_upright_keyframes(root):
-    """A phone records portrait as landscape frames and a display matrix that turns them
-    (here 90° counter-clockwise): the keyframes are what a player shows."""
-    path = root / "phone.mp4"
+def phone_clip(path: Path, degrees: int, *, hflip: bool = False) -> Path:
+    """Landscape frames (a white block in the stored top-left corner) and a display matrix."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv420p"
-        stream.set_display_rotation(90)
-        for i in range(50):
-            frame = np.zeros((180, 320, 3), np.uint8)
-            frame[:60, :100] = 255  # a white block in the stored frame's top-left corner
+        stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
+        stream.set_display_rotation(degrees, hflip=hflip)
+        for i in range(25):
+            frame = np.zeros((720, 1280, 3), np.uint8)
+            frame[:240, :400] = 255
             video_frame = av.VideoFrame.from_ndarray(frame, "rgb24")
             video_frame.pts, video_frame.time_base = i, Fraction(1, 25)
             out.mux(stream.encode(video_frame))
         out.mux(stream.encode(None))
-    analysis = analyse(path, root)
-    with Image.open(analysis.shots[0].keyframe_path) as image:
+    return path
+
+
+def brightest_corner(keyframe_path: str) -> tuple[tuple[int, int], str]:
+    with Image.open(keyframe_path) as image:
         pixels = np.asarray(image.convert("L"), dtype=float)
-    height, width = pixels.shape
-    assert (width, height) == (180, 320)  # portrait, as shown
+    h, w = pixels.shape
     corners = {
-        "top-left": pixels[: height // 2, : width // 2].mean(),
-        "bottom-left": pixels[height // 2 :, : width // 2].mean(),
-        "right": pixels[:, width // 2 :].mean(),
+        "top-left": pixels[: h // 2, : w // 2].mean(),
+        "top-right": pixels[: h // 2, w // 2 :].mean(),
+        "bottom-left": pixels[h // 2 :, : w // 2].mean(),
+        "bottom-right": pixels[h // 2 :, w // 2 :].mean(),
     }
-    assert max(corners, key=corners.get) == "bottom-left"  # turned a quarter to the left
+    return (w, h), max(corners, key=corners.get)
+
+
+@pytest.mark.skipif(
+    not hasattr(av.video.stream.VideoStream, "set_display_rotation"), reason="PyAV < 15"
+)
+def test_a_phone_video_stored_on_its_side_has_upright_keyframes(root):
+    """A phone records portrait as landscape frames and a display matrix that turns them:
+    the keyframes are what a player shows, sized like a video stored upright (720×1280 →
+    480×854). A matrix that mirrors is not turned (a turn alone would be upside down)."""
+    left = analyse(phone_clip(root / "phone-ccw.mp4", 90), root)
+    assert brightest_corner(left.shots[0].keyframe_path) == ((480, 854), "bottom-left")
+    right = analyse(phone_clip(root / "phone-cw.mp4", -90), root)  # the usual phone tag
+    assert brightest_corner(right.shots[0].keyframe_path) == ((480, 854), "top-right")
+    mirrored = analyse(phone_clip(root / "mirrored.mp4", 0, hflip=True), root)
+    assert brightest_corner(mirrored.shots[0].keyframe_path) == ((480, 270), "top-left")
 
 
 def test_a_number_said_aloud_is_one_written_word(root):

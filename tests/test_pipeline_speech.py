@@ -155,3 +155,7 @@ def test_whisper_pieces_split_at_punctuation_are_written_words_again():
     assert (words[3].start, words[3].end) == (10.8, 11.6)
     unspaced = [piece("今天", 0.0, 0.4), piece("我们", 0.4, 0.8), piece("讨论", 0.8, 1.2)]
     assert [w.text for w in _words(unspaced, 0.0)] == ["今天", "我们", "讨论"]
+    short = [piece(" 12", 0.0, 0.4), piece(",000.", 0.4, 0.8)]  # a segment of its own
+    assert [w.text for w in _words(short, 0.0)] == ["12,000."]
+    mixed = [piece("预算是", 0.0, 0.5), piece("12", 0.5, 0.8), piece(",000", 0.8, 1.0)]
+    assert [w.text for w in _words(mixed, 0.0)] == ["预算是", "12,000"]

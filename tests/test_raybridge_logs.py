@@ -17,6 +17,7 @@ from ingest.models import JobState, JobStatus
 from raybridge.finish import outcome_line
 from raybridge.logs import json_line
 from raybridge.outcome import Outcome
+from raybridge.run import ray_in_its_own_process_group
 
 STEPS = "download=0.05,analyse=0.05,brief=0.01,report=0.01"
 
@@ -101,3 +102,18 @@ def test_a_line_outside_the_logs_is_json_like_them() -> None:
     document = json.loads(json_line("lost Redis: refused", exit_code=3))
     assert document["levelname"] == "ERROR" and document["message"] == "lost Redis: refused"
     assert document["exit_code"] == 3
+
+
+def test_without_kernel_fate_sharing_ray_keeps_our_process_group(monkeypatch) -> None:
+    """Where Ray's reaper kills its own process group when the driver dies (macOS), moving
+    Ray's processes to groups of their own would let them outlive it: nothing is changed."""
+    from ray._private import services, utils
+
+    original = services.ConsolePopen
+    monkeypatch.setattr(utils, "detect_fate_sharing_support", lambda: False)
+    with ray_in_its_own_process_group():
+        assert services.ConsolePopen is original
+    monkeypatch.setattr(utils, "detect_fate_sharing_support", lambda: True)
+    with ray_in_its_own_process_group():
+        assert services.ConsolePopen is not original
+    assert services.ConsolePopen is original

@@ -52,6 +52,9 @@ def test_with_json_logs_the_refused_start_is_json_too(vidbrief) -> None:
     assert documents[0]["levelname"] == "ERROR" and "'opnai' is unknown" in documents[0]["message"]
     assert documents[-1]["exit_code"] == EXIT_CONFIG
     assert "the bridge did not start" in documents[-1]["message"]
+    unreadable = vidbrief("bridge", VIDBRIEF_LOG_FORMAT="json", VIDBRIEF_WINDOW="many")
+    [document] = [json.loads(x) for x in unreadable.stderr.splitlines()]
+    assert unreadable.returncode == EXIT_CONFIG and "VIDBRIEF_WINDOW" in document["message"]
 
 
 def test_a_misspelt_variable_is_named_with_the_nearest_setting(vidbrief, tmp_path) -> None:

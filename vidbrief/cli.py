@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -21,6 +22,7 @@ from ingest.errors import WebhookRejected
 from ingest.settings import Settings
 from vidbrief.bench import bench_app
 from vidbrief.exits import (
+    ENV_PREFIX,
     EXIT_BROKEN_PIPE,
     EXIT_CONFIG,
     EXIT_NO,
@@ -54,6 +56,8 @@ class OneLineErrors(TyperGroup):
         except (typer.Exit, typer.Abort, NoArgsIsHelpError):
             raise
         except BrokenPipeError:
+            if ctx.find_root().params.get("debug"):
+                raise
             raise typer.Exit(reader_gone()) from None
         except Exception as e:
             if ctx.find_root().params.get("debug"):
@@ -107,13 +111,18 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise typer.Exit(code)
 
 
-def settings() -> Settings:
+def settings(say: ServiceOutput | None = None) -> Settings:
+    """The settings, or the command ends with one line (``say``: a service's way of saying it)."""
     try:
         return Settings()
     except ValidationError as e:
-        fail(settings_problem(e), EXIT_CONFIG)
+        message = settings_problem(e)
     except ValueError as e:  # pydantic-settings could not decode a value (it names the field)
-        fail(f"invalid configuration: {e}", EXIT_CONFIG)
+        message = f"invalid configuration: {e}"
+    if say is None:
+        fail(message, EXIT_CONFIG)
+    say.error(message, EXIT_CONFIG)
+    raise typer.Exit(EXIT_CONFIG)
 
 
 def redis_client(s: Settings, *, start: bool):
@@ -198,6 +207,8 @@ def submit(
 
     if timeout is not None and not wait:  # checked before anything is submitted
         fail("--timeout needs --wait (it limits the wait, not the job)")
+    if timeout is not None and not math.isfinite(timeout):
+        fail(f"--timeout must be a number of seconds, not {timeout}")
 
     raw = {
         "url": url,
@@ -226,25 +237,27 @@ def submit(
 
 
 def _warn_of_refused_addresses(request: Any, s: Settings) -> None:
-    """Say now what the bridge and the webhook worker will refuse later: a loopback or private
-    address written in the URL is a warning (their settings decide), a cloud metadata one an
-    error. Names are not looked up here; they are checked where they are fetched."""
-    from ingest.errors import UnresolvableHost, UnsafeURL
-    from ingest.urlsafety import AddressPolicy, literal_addresses
+    """Say now what the bridge and the webhook worker will refuse later: a cloud metadata
+    address or name is an error (refused whatever the settings), a loopback or private
+    address written in the URL a warning (their settings decide). Names are not looked up
+    here; they are checked where they are fetched."""
+    from urllib.parse import urlsplit
 
-    policy = AddressPolicy.create(allow_private=s.allow_private_urls, resolver=literal_addresses)
+    from ingest.urlsafety import METADATA_HOSTS, literal_addresses, refusal_reason
+
     for what, url in (("url", request.url), ("webhook_url", request.webhook_url)):
-        try:
-            if url:
-                policy.check_url(url)
-        except UnresolvableHost:
-            continue  # a name: checked where it is fetched
-        except UnsafeURL as e:
-            reason = str(e).removeprefix(f"refused {url}: ")
-            if "metadata" in reason:  # refused whatever the settings: nothing is submitted
-                fail(f"{what}: {reason}")
-            shown = f"{what} {clean(url)} will be refused: {clean(reason)}"
-            err.print(f"warning: {shown}", markup=False, highlight=False, soft_wrap=True)
+        host = (urlsplit(url or "").hostname or "").rstrip(".")
+        if host in METADATA_HOSTS:
+            fail(f"{what}: {host!r} is a cloud metadata endpoint (always refused)")
+        for address in literal_addresses(host, 0) if host else []:
+            if always := refusal_reason(address, allow_private=True):
+                fail(f"{what}: {always} (always refused)")
+            if reason := refusal_reason(address, allow_private=s.allow_private_urls):
+                shown = f"{what} {clean(url)[:200]} will be refused: {reason}"
+                hint = "VIDBRIEF_ALLOW_PRIVATE_URLS=true where the bridge runs allows it"
+                err.print(
+                    f"warning: {shown} ({hint})", markup=False, highlight=False, soft_wrap=True
+                )
 
 
 def _wait_and_show(client, job_id: str, since: str | None, timeout: float | None) -> None:
@@ -482,8 +495,11 @@ def bridge(ctx: typer.Context) -> None:
     from raybridge.run import run_bridge
     from vidbrief.config_check import check_all, exit_code, for_the_bridge
 
-    s = settings()
-    say = ServiceOutput(s.log_format == "json" and not ctx.find_root().params.get("debug"))
+    debug = ctx.find_root().params.get("debug")
+    # Before the settings load, only the environment can say the logs are JSON.
+    say = ServiceOutput(os.environ.get(f"{ENV_PREFIX}LOG_FORMAT", "").lower() == "json")
+    s = settings(say)
+    say.json_logs = s.log_format == "json" and not debug
     findings = for_the_bridge(check_all(s))
     for f in findings:
         if f.level != "ok":
@@ -625,8 +641,6 @@ def main() -> None:
     except NoArgsIsHelpError as e:
         e.show()
         code = EXIT_USAGE
-    except BrokenPipeError:
-        code = reader_gone()
     except Exception as e:
         if "--debug" in sys.argv[1:]:
             raise
