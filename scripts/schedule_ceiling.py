@@ -1,0 +1,96 @@
+"""How efficient can any "longest job first" order be on the three-node mix of `bench schedule`?
+
+    .venv/bin/python scripts/schedule_ceiling.py [TRIALS]
+
+No Ray, no bridge: the idealised greedy list schedule of ``vidbrief.bench.bounds`` (servers
+pooled, no overhead) over the benchmark's own 24 mix jobs, with the jobs taken in different
+orders. A policy sees a look-ahead of K jobs in stream order (the bridge's window is 8) and
+takes the one expected to run longest (analysis + brief + report) — with exact durations, and
+with the ±20 % error of the synthetic duration probe (median of TRIALS draws). The last line is
+a search over orders with exact durations: what an all-knowing planner could reach.
+
+Prints one JSON object; efficiencies are lower bound / makespan, as in the benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import sys
+from collections.abc import Callable, Mapping, Sequence
+
+from vidbrief.bench.bounds import list_schedule, lower_bound
+from vidbrief.bench.schedule import TOPOLOGIES
+from vidbrief.bench.workloads import workloads
+
+Job = Mapping[str, float]
+PROBE_ERROR = 0.2  # the synthetic probe's default error (VIDBRIEF_SYNTHETIC_PROBE_ERROR)
+LOOK_AHEADS = (1, 4, 8, 16, 24)
+SEARCH_RESTARTS, SEARCH_SWAPS = 30, 1500
+
+
+def work(job: Job) -> float:
+    return job["analyse"] + job["brief"] + job["report"]
+
+
+def longest_first(jobs: Sequence[Job], look_ahead: int, key: Callable[[Job], float]) -> list[Job]:
+    """The order a policy gives: of the next ``look_ahead`` jobs, the longest by ``key``."""
+    rest, order = list(jobs), []
+    while rest:
+        chosen = max(rest[:look_ahead], key=key)
+        order.append(chosen)
+        rest.remove(chosen)
+    return order
+
+
+def searched(jobs: Sequence[Job], servers: Mapping[str, float], seed: int = 0) -> float:
+    """The shortest makespan a swap hill climb from random orders finds (exact durations)."""
+    rng, best = random.Random(seed), list_schedule(jobs, servers)
+    for _ in range(SEARCH_RESTARTS):
+        order = list(jobs)
+        rng.shuffle(order)
+        current = list_schedule(order, servers)
+        for _ in range(SEARCH_SWAPS):
+            i, j = rng.randrange(len(order)), rng.randrange(len(order))
+            order[i], order[j] = order[j], order[i]
+            tried = list_schedule(order, servers)
+            if tried <= current:
+                current = tried
+            else:
+                order[i], order[j] = order[j], order[i]
+        best = min(best, current)
+    return best
+
+
+def main(trials: int) -> dict[str, object]:
+    mix = next(w for w in workloads(24, 1.0) if w.name == "mix")
+    jobs = list(mix.durations().values())
+    servers = TOPOLOGIES["three-nodes"].servers()
+    bound = lower_bound(jobs, servers)
+    rows = []
+    for k in LOOK_AHEADS:
+        exact = list_schedule(longest_first(jobs, k, work), servers)
+        rng = random.Random(k)
+        noisy = []
+        for _ in range(trials):
+            guess = {id(j): work(j) * (1 + rng.uniform(-PROBE_ERROR, PROBE_ERROR)) for j in jobs}
+            order = longest_first(jobs, k, lambda j, g=guess: g[id(j)])
+            noisy.append(list_schedule(order, servers))
+        rows.append(
+            {
+                "look_ahead": k,
+                "exact": round(bound / exact, 3),
+                "probe_error_20pct_median": round(bound / statistics.median(noisy), 3),
+            }
+        )
+    return {
+        "bound_s": round(bound, 2),
+        "in_stream_order": round(bound / list_schedule(jobs, servers), 3),
+        "longest_first": rows,
+        "searched_order_exact": round(bound / searched(jobs, servers), 3),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(int(sys.argv[1]) if len(sys.argv) > 1 else 50), indent=2))
