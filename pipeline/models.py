@@ -37,6 +37,9 @@ class Segment(BaseModel):
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
     words: list[Word] | None = None
+    #: Set where a passage was transcribed in another language than the transcript's
+    #: (pipeline/language_switch.py); None: the transcript's language.
+    language: str | None = None
 
 
 class Media(BaseModel):

@@ -45,6 +45,7 @@ from ingest.names import ANALYSE_STEP
 from ingest.settings import Settings
 from pipeline import asr_models
 from pipeline.hooks import NO_HOOKS, StepHooks
+from pipeline.language_switch import Switch, switch_notice, transcribe_switches
 from pipeline.languages import (
     LANGUAGE_DOUBT_PROBABILITY,
     LANGUAGE_OVERRIDE_PROBABILITY,
@@ -439,7 +440,7 @@ def _faster_whisper(
     result = SpeechResult([], "faster-whisper", choice.name, device, language.code)
     if options.language is not None and language.code is None:
         return _replace(result, notices=[unsupported_notice(options.language, choice.name)])
-    segments, speech_s = [], 0.0
+    segments, speech_s, switches = [], 0.0, []
     total_s = audio.samples / SAMPLE_RATE_HZ
     with _cancel_points(loaded, hooks):
         for offset, block in blocks(audio, BLOCK_SECONDS, CUT_SEARCH_SECONDS):
@@ -450,11 +451,41 @@ def _faster_whisper(
             speech_s += len(speech) / SAMPLE_RATE_HZ
             if not language.fixed:
                 language = decide_language(language, options.language, *_detect(loaded, speech))
-            segments += _transcribe_block(
-                loaded, block, offset, language.code, options, hooks, total_s
-            )
+            found = _transcribe_block(loaded, block, offset, language.code, options, hooks, total_s)
+            if multilingual and language.code is not None:
+                found, more = _other_languages(loaded, block, offset, found, language.code, options)
+                switches += more
+            segments += found
     hooks.progress("transcribing", total_s, total_s, final=True)
+    if notice := switch_notice(switches, language.code):
+        language = dataclasses.replace(language, notices=[*language.notices, notice])
     return _finish_faster_whisper(result, segments, speech_s, language, multilingual, options)
+
+
+def _other_languages(
+    loaded: Any,
+    block: np.ndarray,
+    offset: float,
+    segments: list[Segment],
+    language: str,
+    options: SpeechOptions,
+) -> tuple[list[Segment], list[Switch]]:
+    """The block's doubtful passages that are surely in another language, transcribed in it
+    (language_switch.py)."""
+
+    def audio(start: float, end: float) -> np.ndarray:
+        first = max(0, int((start - offset) * SAMPLE_RATE_HZ))
+        return block[first : max(first, int((end - offset) * SAMPLE_RATE_HZ))]
+
+    return transcribe_switches(
+        segments,
+        language,
+        is_low_confidence,
+        detect=lambda start, end: _detect(loaded, audio(start, end)),
+        transcribe=lambda start, end, other: _transcribe_block(
+            loaded, audio(start, end), start, other, options
+        ),
+    )
 
 
 def _finish_faster_whisper(
