@@ -32,9 +32,10 @@ MIN_RUN_S = 3.0
 #: Most passages named in the notice (the segments carry every one).
 NOTICE_PASSAGES = 5
 #: Inside a run that sounds like the transcript's language as a whole: the shortest segment
-#: asked on its own, and how many are asked at most.
+#: asked on its own, and how many are asked at most, last first (a switch inside a window
+#: leaves the window's end in the other language; a later window is detected as a whole).
 MIN_SPLIT_S = 1.0
-MAX_SPLIT_CHECKS = 4
+MAX_SPLIT_CHECKS = 2
 #: A passage is tried in another language that detection finds more likely than all others
 #: together; the try is kept only if it reads clearly better (mean token log-probability up
 #: by this much), which is what keeps noise in the transcript's own language as it was.
@@ -116,9 +117,10 @@ def _passages(
     found the other language (None: detect the passage). A run that sounds like ``language``
     as a whole may still end in another one: Whisper decodes 30 s at a time, and a switch
     inside one window can give all its segments the window's low score, so the run is the
-    whole window and the first language dominates its detection. Then its segments of at least
-    :data:`MIN_SPLIT_S` are asked one by one (at most :data:`MAX_SPLIT_CHECKS`: each is one
-    encoder pass); the first in another language starts the passage, to the run's end."""
+    whole window and the first language dominates its detection. Then its last segments of at
+    least :data:`MIN_SPLIT_S` are asked one by one (at most :data:`MAX_SPLIT_CHECKS`: each is
+    one encoder pass); one in another language starts the passage (with the segments before
+    it that do not surely sound like ``language``), to the run's end."""
     out: list[tuple[int, int, tuple[str, float] | None]] = []
     for i, j in doubtful_runs(segments, doubtful):
         whole = detect(segments[i].start, segments[j - 1].end)
@@ -126,7 +128,7 @@ def _passages(
             out.append((i, j, whole))
             continue
         longer = [k for k in range(i, j) if segments[k].end - segments[k].start >= MIN_SPLIT_S]
-        for k in longer[:MAX_SPLIT_CHECKS] if j - i > 1 else []:
+        for k in reversed(longer[-MAX_SPLIT_CHECKS:]) if j - i > 1 else []:
             if _sounds_other(detect(segments[k].start, segments[k].end), language):
                 out.append((_first_of(segments, i, k, language, detect), j, None))
                 break

@@ -87,6 +87,7 @@ def test_a_switch_inside_one_whisper_window_is_found_segment_by_segment() -> Non
         (3.0, 5.6): ("en", 0.9),
         (8.3, 9.1): ("de", 0.4),
         (9.4, 10.5): ("de", 0.97),
+        (11.0, 13.5): ("de", 0.26),
         (8.3, 13.5): ("de", 0.69),
     }
 
