@@ -37,6 +37,9 @@ class Segment(BaseModel):
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
     words: list[Word] | None = None
+    #: Whisper's decoding temperature: 0 for its beam search; above 0 where that failed its
+    #: own checks and the text is a sampled fallback (a guess). None for subtitles.
+    temperature: float | None = None
     #: Set where a passage was transcribed in another language than the transcript's
     #: (pipeline/language_switch.py); None: the transcript's language.
     language: str | None = None

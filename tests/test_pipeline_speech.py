@@ -159,3 +159,15 @@ def test_whisper_pieces_split_at_punctuation_are_written_words_again():
     assert [w.text for w in _words(short, 0.0)] == ["12,000."]
     mixed = [piece("预算是", 0.0, 0.5), piece("12", 0.5, 0.8), piece(",000", 0.8, 1.0)]
     assert [w.text for w in _words(mixed, 0.0)] == ["预算是", "12,000"]
+
+
+def test_english_guessed_by_the_sampled_fallback_is_not_read_speech():
+    """tiny.en on German: in 5 of 40 random seeds Whisper's fallback sampled "Good morning,
+    everyone! Thank you for watching!" at -0.97, just above its own -1.0 threshold."""
+    guess = [
+        Segment(start=0, end=3, text="Good morning, everyone!", avg_logprob=-0.97, temperature=0.4),
+        Segment(start=3, end=6, text="Thank you for watching!", avg_logprob=-0.97, temperature=0.4),
+    ]
+    assert speech._unreadable(guess, speech_s=6.0)
+    read = [s.model_copy(update={"temperature": 0.0}) for s in guess]
+    assert not speech._unreadable(read, speech_s=6.0)  # the beam's own -0.97: doubtful, read
