@@ -333,12 +333,16 @@ def is_low_confidence(segment: Segment, logprob: float = LOW_AVG_LOGPROB) -> boo
 
 def low_confidence_share(segments: list[Segment], logprob: float = LOW_AVG_LOGPROB) -> float | None:
     """Share of the transcribed time in low-confidence segments (None: no confidences)."""
+    return _share(segments, lambda s: is_low_confidence(s, logprob))
+
+
+def _share(segments: list[Segment], counted: Callable[[Segment], bool]) -> float | None:
+    """Share of the scored time in segments ``counted`` picks (None: nothing scored)."""
     scored = [s for s in segments if s.avg_logprob is not None]
     total = sum(max(0.0, s.end - s.start) for s in scored)
-    if not scored or total <= 0:
+    if total <= 0:
         return None
-    doubtful = [s for s in scored if is_low_confidence(s, logprob)]
-    return sum(max(0.0, s.end - s.start) for s in doubtful) / total
+    return sum(max(0.0, s.end - s.start) for s in scored if counted(s)) / total
 
 
 def confidence_notices(segments: list[Segment], speech_s: float | None) -> list[Notice]:
@@ -521,12 +525,8 @@ def _unreadable(segments: list[Segment], speech_s: float) -> bool:
     for watching!" at -0.97 in 5 of 40 random seeds."""
     if speech_s < MIN_SPEECH_FOR_NOTICE_S:
         return False
-    scored = [s for s in segments if s.avg_logprob is not None]
-    total = sum(max(0.0, s.end - s.start) for s in scored)
-    if total <= 0:
-        return True
-    unread = [s for s in scored if is_low_confidence(s, UNREADABLE_AVG_LOGPROB) or _sampled(s)]
-    return sum(max(0.0, s.end - s.start) for s in unread) / total >= LOW_CONFIDENCE_SHARE
+    share = _share(segments, lambda s: is_low_confidence(s, UNREADABLE_AVG_LOGPROB) or _sampled(s))
+    return share is None or share >= LOW_CONFIDENCE_SHARE
 
 
 def _sampled(segment: Segment) -> bool:

@@ -35,6 +35,7 @@ from pydantic import SecretStr
 from ingest.connect import as_secret
 from ingest.errors import BridgeStartTimeout
 from ingest.events import bridge_source
+from ingest.redact import error_summary
 from ingest.settings import Settings, get_settings
 from raybridge import logs
 from raybridge.actor import Bridge
@@ -351,7 +352,7 @@ def _serve(handle: BridgeHandle, stop: threading.Event) -> int:
             "no drain: the bridge actor is gone (%s). %s A supervisor that stops every process "
             "at once (systemd's default KillMode=control-group) stops Ray too: signal the "
             "bridge process alone (KillMode=mixed).",
-            _first_line(e),
+            error_summary(e),
             JOBS_ARE_SAFE,
         )
         return EXIT_FAILED
@@ -365,13 +366,9 @@ def _ended_by_itself(handle: BridgeHandle) -> int:
     try:
         ray.get(handle.run_ref)
     except Exception as e:  # the actor died or its loop raised: report it, fail the process
-        log.error("the bridge stopped unexpectedly: %s. %s", _first_line(e), JOBS_ARE_SAFE)
+        log.error("the bridge stopped unexpectedly: %s. %s", error_summary(e), JOBS_ARE_SAFE)
         return EXIT_FAILED
     return EXIT_OK
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().split("\n", 1)[0]
 
 
 _Handler = Any
