@@ -119,8 +119,8 @@ def _passages(
     inside one window can give all its segments the window's low score, so the run is the
     whole window and the first language dominates its detection. Then its last segments of at
     least :data:`MIN_SPLIT_S` are asked one by one (at most :data:`MAX_SPLIT_CHECKS`: each is
-    one encoder pass); one in another language starts the passage (with the segments before
-    it that do not surely sound like ``language``), to the run's end."""
+    one encoder pass); one in another language is the passage, with the segments around it
+    that do not surely sound like ``language`` (the other language may come first or last)."""
     out: list[tuple[int, int, tuple[str, float] | None]] = []
     for i, j in doubtful_runs(segments, doubtful):
         whole = detect(segments[i].start, segments[j - 1].end)
@@ -130,24 +130,24 @@ def _passages(
         longer = [k for k in range(i, j) if segments[k].end - segments[k].start >= MIN_SPLIT_S]
         for k in reversed(longer[-MAX_SPLIT_CHECKS:]) if j - i > 1 else []:
             if _sounds_other(detect(segments[k].start, segments[k].end), language):
-                out.append((_first_of(segments, i, k, language, detect), j, None))
+                first = _edge(segments, k, i - 1, language, detect)
+                out.append((first, _edge(segments, k, j, language, detect) + 1, None))
                 break
     return out
 
 
-def _first_of(
-    segments: Sequence[Segment], first: int, found: int, language: str, detect: Detect
-) -> int:
-    """Where the passage found at ``found`` begins: the earlier segments of the run that do not
-    surely sound like ``language`` belong to it (a short one cannot be told: it goes with it;
-    at most :data:`MAX_SPLIT_CHECKS` are asked, the passage starts no earlier)."""
-    start = found
-    while start > max(first, found - MAX_SPLIT_CHECKS):
-        other, probability = detect(segments[start - 1].start, segments[start - 1].end)
+def _edge(segments: Sequence[Segment], found: int, stop: int, language: str, detect: Detect) -> int:
+    """The passage found at ``found`` grows toward ``stop`` (exclusive; before or after it)
+    over the segments that do not surely sound like ``language`` (a short one cannot be told:
+    it goes with it); at most :data:`MAX_SPLIT_CHECKS` are asked. Its last index that way."""
+    step = 1 if stop > found else -1
+    edge = found
+    for k in range(found + step, stop, step)[:MAX_SPLIT_CHECKS]:
+        other, probability = detect(segments[k].start, segments[k].end)
         if other == language and probability >= LANGUAGE_OVERRIDE_PROBABILITY:
             break
-        start -= 1
-    return start
+        edge = k
+    return edge
 
 
 def switch_notice(switches: Sequence[Switch], language: str | None) -> Notice | None:

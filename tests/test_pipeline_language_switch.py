@@ -100,3 +100,26 @@ def test_a_switch_inside_one_whisper_window_is_found_segment_by_segment() -> Non
     assert [s.text for s in out[:2]] == ["Welcome to the update!", "Our team finished!"]
     assert [(s.start, s.language) for s in out[2:]] == [(8.3, "de")]
     assert [(w.start, w.end, w.language) for w in switches] == [(8.3, 13.5, "de")]
+
+
+def test_the_other_language_may_come_first_in_the_window() -> None:
+    """Spanish, then English, in one window scored as one (a WebM tried as a user would): only
+    the Spanish is transcribed again; the English after it stays as it was."""
+    segments = [
+        seg(0.1, 7.5, "When Osliya Simeon Benivos, El-Fen-Salea", -0.75),
+        seg(14.4, 19.1, "Thank you. Now our colleague from London", -0.75),
+    ]
+    spoken = {(0.1, 19.1): ("en", 0.6), (14.4, 19.1): ("en", 0.95), (0.1, 7.5): ("es", 0.9)}
+
+    def transcribe(start: float, end: float, language: str) -> list[Segment]:
+        assert (start, end, language) == (0.1, 7.5, "es")
+        return [seg(start, end, "Buenos días y bienvenidos.", -0.35)]
+
+    out, switches = transcribe_switches(
+        segments, "en", doubtful, lambda s, e: spoken[(s, e)], transcribe
+    )
+    assert [(s.text, s.language) for s in out] == [
+        ("Buenos días y bienvenidos.", "es"),
+        ("Thank you. Now our colleague from London", None),
+    ]
+    assert [(w.start, w.end) for w in switches] == [(0.1, 7.5)]
