@@ -78,8 +78,6 @@ SILENT_WINDOW_PEAK = 1e-3  # a window whose loudest sample is below this holds n
 MAX_NEW_TOKENS = 224  # Whisper's own sample length for a 30 s window
 TRANSFORMERS_BATCH_WINDOWS = {"cuda": 16, "cpu": 4}
 BEAM_SIZE = 5
-#: Audio taken either side of a passage checked for another language (language_switch.py).
-PASSAGE_PAD_S = 0.5
 #: Seed of the fallback's sampling, set before each call (see ``_reseed``).
 SAMPLING_SEED = 0
 #: A segment is doubtful under this average token log-probability or over this no-speech
@@ -481,22 +479,19 @@ def _other_languages(
     """The block's doubtful passages that are surely in another language, transcribed in it
     (language_switch.py)."""
 
-    def span(start: float, end: float) -> tuple[int, int]:
-        # Whisper's segment times are approximate: a little either side keeps the first and
-        # last words whole (measured: Spanish read at -0.68 cut at its segment, -0.64 padded).
-        first = max(0, int((start - PASSAGE_PAD_S - offset) * SAMPLE_RATE_HZ))
-        return first, max(first, int((end + PASSAGE_PAD_S - offset) * SAMPLE_RATE_HZ))
+    def audio(start: float, end: float) -> np.ndarray:
+        first = max(0, int((start - offset) * SAMPLE_RATE_HZ))
+        return block[first : max(first, int((end - offset) * SAMPLE_RATE_HZ))]
 
-    def detect(start: float, end: float) -> tuple[str, float]:
-        first, last = span(start, end)
-        return _detect(loaded, block[first:last])
-
-    def transcribe(start: float, end: float, other: str) -> list[Segment]:
-        first, last = span(start, end)
-        at = offset + first / SAMPLE_RATE_HZ
-        return _transcribe_block(loaded, block[first:last], at, other, options)
-
-    return transcribe_switches(segments, language, is_low_confidence, detect, transcribe)
+    return transcribe_switches(
+        segments,
+        language,
+        is_low_confidence,
+        detect=lambda start, end: _detect(loaded, audio(start, end)),
+        transcribe=lambda start, end, other: _transcribe_block(
+            loaded, audio(start, end), start, other, options
+        ),
+    )
 
 
 def _finish_faster_whisper(
