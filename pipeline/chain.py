@@ -89,6 +89,13 @@ CHAIN: tuple[StepSpec, ...] = (
 STEPS: dict[str, StepSpec] = {s.name: s for s in CHAIN}
 
 
+def chain_through(step: str | None) -> tuple[StepSpec, ...]:
+    """The chain's steps up to and including ``step`` (None: the whole chain)."""
+    if step is None:
+        return CHAIN
+    return CHAIN[: [s.name for s in CHAIN].index(step) + 1]
+
+
 OUTPUT_FILE = reuse.OUTPUT_FILE  # the download's kept output in its folder (zstd JSON)
 #: Key in a job URL's fragment that injects a synthetic failure (synthetic mode only).
 FAIL_MARKER = "vidbrief-fail"

@@ -8,9 +8,11 @@ downloads where.
     acquire_node()     a job waits here, in read order, until placement (placement.py, over
                        snapshot()) gives it a node; dispatch() runs whenever room may have
                        appeared: a download ended, a job left its node, a node or actor came
+    acquire_analyser() a downloaded job waits here for the first of its node's analysers to
+                       be free (this bridge's analyses), in download order
     downloaded(),      the job's phase moves on and pace.py times the node, which sets how far
     analysed()         ahead of its GPUs the node downloads; an analyser left idle while
-                       nothing waits may take over a job queued on another node (expected.py)
+                       nothing waits may take over a job waiting on another node (expected.py)
 
 Nothing here talks to Redis; Ray only through the injected launcher and health monitor.
 """
@@ -79,6 +81,10 @@ class Fleet:
         self._indices: dict[str, dict[int, int]] = {}
         self._on_gpus: bool | None = None
         self._waiting: deque[tuple[Slot, str | None, asyncio.Future[str]]] = deque()
+        #: Per node, its downloaded jobs waiting for a free analyser, in download order.
+        self._for_analysis: dict[str, deque[tuple[Slot, asyncio.Future[Any]]]] = {}
+        #: This bridge's analyses under way: analyser id → (job id, node id).
+        self._busy: dict[int, tuple[str, str]] = {}
 
     # -- nodes and analysis actors ----------------------------------------------------------
 
@@ -100,6 +106,7 @@ class Fleet:
             self.analysers.pop(node.node_id, None)  # its actors died with it
             self._indices.pop(node.node_id, None)
             self.pace.forget(node.node_id)
+            self._dispatch_analyses(node.node_id)  # its waiting jobs: no analyser any more
             return
         wanted = analysers_wanted(
             node, on_gpus=bool(self._on_gpus), cpu_per_node=self.settings.cpu_analysers_per_node
@@ -124,6 +131,7 @@ class Fleet:
             return
         self.analysers.setdefault(node_id, []).append(handle)
         self.dispatch()
+        self._dispatch_analyses(node_id)
 
     async def wait_warm(self) -> None:
         """Wait (bounded) for the analysis actors being started; warn if none can analyse."""
@@ -139,10 +147,52 @@ class Fleet:
     def warming_tasks(self) -> list[asyncio.Task[None]]:
         return [t for tasks in self._warming.values() for t in tasks]
 
-    def analyser_for(self, node_id: str | None) -> Any:
-        """The node's analysis actor with the fewest of this window's jobs bound for it."""
-        handles = self.analysers.get(node_id or "", [])
-        return min(handles, key=self.window.queued_on, default=None)
+    # -- analysers: a job's analysis goes to the first of its node's analysers to be free ----
+
+    async def acquire_analyser(self, slot: Slot) -> Any | None:
+        """Wait until one of the job's node's analysers has no analysis of this bridge, in
+        the order the node's videos were downloaded; that analyser, now the job's. None: the
+        node has no analyser any more, or an idle node took the job over (``slot.steal_to``).
+
+        Binding late, not when the download is launched: a video bound to one analyser
+        early would wait behind that analyser's long job while the node's other GPU idles.
+        """
+        node = slot.node_id or ""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._for_analysis.setdefault(node, deque()).append((slot, future))
+        self._dispatch_analyses(node)
+        if not future.done():
+            self._offer_to_idle_nodes(node)
+        return await future
+
+    def _dispatch_analyses(self, node_id: str) -> None:
+        """Hand the node's free analysers to its waiting jobs, first downloaded first."""
+        queue = self._for_analysis.get(node_id)
+        if not queue:
+            return
+        handles = self.analysers.get(node_id, [])
+        free = [h for h in handles if id(h) not in self._busy]
+        while queue and (free or not handles):
+            slot, future = queue.popleft()
+            if future.done():  # cancelled, or taken over
+                continue
+            if not handles:
+                future.set_result(None)
+                continue
+            handle = free.pop(0)
+            self._busy[id(handle)] = (slot.job_id, node_id)
+            slot.analyser, slot.analysis_started_at = handle, time.monotonic()
+            future.set_result(handle)
+
+    def analysis_ended(self, slot: Slot) -> None:
+        """The job's analysis ended (done, failed or abandoned): its analyser is free."""
+        handle = slot.analyser
+        busy = self._busy.get(id(handle)) if handle is not None else None
+        if busy is None or busy[0] != slot.job_id:
+            return
+        del self._busy[id(handle)]
+        slot.analysis_started_at = None
+        self._dispatch_analyses(busy[1])
 
     def drop_analyser(self, analyser: Any, failure: Failure) -> None:
         """Forget an analysis actor that died for good; the next refresh starts a new one."""
@@ -152,7 +202,9 @@ class Fleet:
             if analyser in handles:
                 handles.remove(analyser)
                 self._indices.get(node_id, {}).pop(id(analyser), None)
+                self._busy.pop(id(analyser), None)
                 self.launcher.stop_analyser(analyser)
+                self._dispatch_analyses(node_id)
 
     def stop_analysers(self) -> None:
         """Stop every analysis actor (the last bridge of a cluster, when it stops)."""
@@ -239,6 +291,7 @@ class Fleet:
 
     def leave_node(self, slot: Slot, phase: Phase) -> None:
         """The job no longer holds its node (its analysis ended, or it stopped)."""
+        self.analysis_ended(slot)
         if slot.job_id in self.window and slot.node_id is not None:
             if self.holds is not None and self.holds.active:
                 self.holds.release(slot.node_id, slot.job_id)
@@ -258,15 +311,21 @@ class Fleet:
     def analysed(self, slot: Slot, t: float) -> None:
         """The job's analysis ended at ``t``: it leaves its node for the last steps."""
         node = slot.node_id
-        if node and slot.downloaded_at is not None:
-            self.pace.analysed(node, slot.analyser, slot.downloaded_at, t, slot.media_s)
+        if node and slot.analysis_started_at is not None:
+            self.pace.analysed(node, slot.analysis_started_at, t, slot.media_s)
         self.leave_node(slot, Phase.FINISHING)
         if node:
             self.steal_for(node)
 
+    def _offer_to_idle_nodes(self, busy_node: str) -> None:
+        """A job waits for an analyser on ``busy_node``: a node left idle may take it over."""
+        for node in self.nodes:
+            if node.alive and node.node_id != busy_node:
+                self.steal_for(node.node_id)
+
     def steal_for(self, node_id: str) -> None:
         """Tail work stealing (expected.py): an idle analyser here, nothing waiting for a node,
-        a job queued behind another analysis elsewhere that would finish sooner here."""
+        a job waiting for an analyser elsewhere that would finish sooner here."""
         snapshot = self.snapshot()
         view = snapshot.node(node_id)
         if self._waiting or view is None or not view.can_analyse or view.download_s is None:
@@ -282,12 +341,11 @@ class Fleet:
             s for s in self.window if s.node_id not in (None, node_id) and s.steal_to is None
         ]
         steal = choose_steal(
-            candidates, self.window.bound_to, here_s, self._could_start, time.monotonic()
+            candidates, self.window.bound_to, self._analysers_on, here_s, time.monotonic()
         )
-        if steal is None or ANALYSE_STEP not in steal.slot.refs:
+        if steal is None or not self._take_from_queue(steal.slot):
             return
         steal.slot.steal_to = node_id
-        self.launcher.cancel([steal.slot.refs[ANALYSE_STEP]])
         log.info(
             "job %s: taken over by idle node %s (expected %.2f s sooner)",
             steal.slot.job_id,
@@ -303,8 +361,16 @@ class Fleet:
         """Bound jobs' expected seconds at the paces measured now (expected.py)."""
         update_expected(self.window, {n.node_id: self.pace.pace(n.node_id) for n in self.nodes})
 
-    def _could_start(self, slot: Slot) -> float:
-        return self.pace.could_start(slot.analyser, slot.downloaded_at or 0.0)
+    def _take_from_queue(self, slot: Slot) -> bool:
+        """Take a job out of its node's queue for an analyser; False if it is not in one."""
+        for queued, future in self._for_analysis.get(slot.node_id or "", ()):
+            if queued is slot and not future.done():
+                future.set_result(None)
+                return True
+        return False
+
+    def _analysers_on(self, node_id: str) -> int:
+        return len(self.analysers.get(node_id, ()))
 
     def _expected_s(self, snapshot: ClusterSnapshot, node: str, media_s: float | None) -> float:
         if media_s is None:
@@ -331,7 +397,7 @@ class Fleet:
                 n,
                 analysers=(analysers := len(self.analysers.get(n.node_id, ()))),
                 lookahead=self.pace.lookahead(n.node_id, analysers),
-                backlog_s=backlog_s(self.window.bound_to(n.node_id), self._could_start, now),
+                backlog_s=backlog_s(self.window.bound_to(n.node_id), now),
                 pace=self.pace.pace(n.node_id),
                 download_s=self.pace.download_s(n.node_id),
                 slot_wait_s=self._slot_wait_s(n, now),

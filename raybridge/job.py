@@ -1,7 +1,7 @@
 """One job's coroutine: place it, launch its chain, follow its refs, retry, store the outcome.
 
-    attempt ─▶ node (fleet.acquire_node) ─▶ analyser on that node ─▶ launcher.launch(...)
-       ▲          │                                                         │
+    attempt ─▶ node (fleet.acquire_node) ─▶ download ─▶ the first free analyser of that node
+       ▲          │                                      (fleet.acquire_analyser) ─▶ the rest
        │          └ kept: a resumed job's download node, or steps done ◀────┤ await each ref
        │                                                                    ▼
        ├── retryable failure, retries left: back off, run again from the failed step
@@ -150,15 +150,6 @@ class JobRunner:
         if DOWNLOAD_STEP not in done and DOWNLOAD_STEP not in kept:
             self.fleet.leave_node(slot, Phase.WAITING)
             self.cleaner.touched(slot.job_id, await self.fleet.acquire_node(slot, prefer))
-        if ANALYSE_STEP not in done and ANALYSE_STEP not in kept:
-            slot.analyser = self.fleet.analyser_for(slot.node_id)
-            if slot.analyser is None:
-                return {}, Failure(
-                    FailureKind.NODE_LOST,
-                    ANALYSE_STEP,
-                    "NoAnalyser",
-                    f"node {slot.node_id} has no analysis actor any more",
-                )
         slot.attempt = await self.stream.begin_attempt(slot.job_id)
         if kept:
             done = await self.reuse.launched(slot.job_id, slot.attempt, kept)
@@ -166,21 +157,49 @@ class JobRunner:
         fresh = frozenset({DOWNLOAD_STEP}) if slot.fresh else frozenset()
         ctx = JobContext(slot.job_id, request, self.settings, slot.attempt, fresh=fresh)
         slot.fresh = False
-        slot.launched_at = time.monotonic() if DOWNLOAD_STEP not in done else None
-        slot.refs = self.launcher.launch(ctx, slot.node_id or "", slot.analyser, done)
-        return await self._follow(slot)
+        slot.refs, outputs = dict(done), {}
+        if DOWNLOAD_STEP not in done:
+            slot.launched_at = time.monotonic()
+            slot.refs = self._launch(ctx, slot, None, DOWNLOAD_STEP)
+            outputs, failure = await self._follow(slot)
+            if failure is not None:
+                return outputs, failure
+        if ANALYSE_STEP not in slot.refs:
+            analyser = await self.fleet.acquire_analyser(slot)
+            if analyser is None:
+                return outputs, self._no_analyser(slot)
+        slot.refs = self._launch(ctx, slot, slot.analyser, None)
+        return await self._follow(slot, outputs)
 
-    async def _follow(self, slot: Slot) -> tuple[dict[str, Any], Failure | None]:
-        """Await each step's ref in chain order, within its time limit (step_limits.py); the
-        first error names the failed step."""
-        outputs: dict[str, Any] = {}
-        for step, ref in slot.refs.items():
+    def _launch(
+        self, ctx: JobContext, slot: Slot, analyser: Any, through: str | None
+    ) -> dict[str, Any]:
+        return self.launcher.launch(ctx, slot.node_id or "", analyser, slot.refs, through)
+
+    @staticmethod
+    def _no_analyser(slot: Slot) -> Failure:
+        if slot.steal_to is not None:
+            why = f"taken over by idle node {slot.steal_to} before its analysis began"
+            return Failure(FailureKind.CANCELLED, ANALYSE_STEP, "TakenOver", why)
+        why = f"node {slot.node_id} has no analysis actor any more"
+        return Failure(FailureKind.NODE_LOST, ANALYSE_STEP, "NoAnalyser", why)
+
+    async def _follow(
+        self, slot: Slot, outputs: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], Failure | None]:
+        """Await each step's ref not in ``outputs`` in chain order, within its time limit
+        (step_limits.py); the first error names the failed step."""
+        outputs = dict(outputs or {})
+        pending = [(step, ref) for step, ref in slot.refs.items() if step not in outputs]
+        for index, (step, ref) in enumerate(pending):
             try:
                 outputs[step] = await self.clock.follow(slot, step, ref)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # the step's error or Ray's, wrapped by Ray; or its limit
-                await _settle(list(slot.refs.values())[len(outputs) :])
+                if step == ANALYSE_STEP:
+                    self.fleet.analysis_ended(slot)
+                await _settle([r for _, r in pending[index:]])
                 return outputs, self.launcher.classify(e, step)
             self._step_done(slot, step)
         return outputs, None

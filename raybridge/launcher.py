@@ -1,7 +1,9 @@
 """The Ray side of the bridge: chains, analysis actors and health probes (``.remote()`` calls).
 
-For one job it submits the whole chain at once, each step taking the earlier steps' ObjectRefs,
-so Ray (and its dashboard) sees the chain and nothing waits in the driver:
+For one job it submits the chain in two parts, each step taking the earlier steps' ObjectRefs:
+the download first, then, once the download is on disk and one of the node's analysis actors
+is free (job.py, fleet.py: binding the analysis to an actor only then keeps a video from
+waiting behind one actor's long job while the node's other GPU idles), the rest at once:
 
     download   task, pinned to the chosen node  NodeAffinitySchedulingStrategy(node, soft=False)
     analyse    call on that node's analysis actor (its video is on that disk)
@@ -30,7 +32,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ingest.names import ANALYSE_STEP
 from ingest.settings import Settings
-from pipeline.chain import CHAIN, DOWNLOAD_SLOT, STEPS, StepSpec
+from pipeline.chain import CHAIN, DOWNLOAD_SLOT, STEPS, StepSpec, chain_through
 from pipeline.context import JobContext
 from pipeline.probe import probe_duration
 from raybridge.analysis_actor import Analyser
@@ -124,15 +126,22 @@ class RayLauncher:
     # -- chains -----------------------------------------------------------------------------
 
     def launch(
-        self, ctx: JobContext, node_id: str, analyser: Any, done: Mapping[str, ray.ObjectRef]
+        self,
+        ctx: JobContext,
+        node_id: str,
+        analyser: Any,
+        done: Mapping[str, ray.ObjectRef],
+        through: str | None = None,
     ) -> dict[str, ray.ObjectRef]:
-        """Submit the steps not in ``done``; return the refs of every step, in chain order."""
+        """Submit the steps not in ``done``, up to and including ``through`` (None: all);
+        return the refs of every step up to there, in chain order."""
+        steps = chain_through(through)
         refs = dict(done)
-        for index, spec in enumerate(CHAIN):
+        for index, spec in enumerate(steps):
             if spec.name not in refs:
                 earlier = [refs[s.name] for s in CHAIN[:index]]
                 refs[spec.name] = self._submit(spec, ctx, node_id, analyser, earlier)
-        return {s.name: refs[s.name] for s in CHAIN}
+        return {s.name: refs[s.name] for s in steps}
 
     def _submit(
         self, spec: StepSpec, ctx: JobContext, node_id: str, analyser: Any, earlier: list[Any]

@@ -8,13 +8,13 @@ download) and starves the GPU when it does not (a slow site, a fast GPU, short v
 60 s download and a 10 s analysis one look-ahead job keeps an H100 busy a third of the time.
 
 So the bridge times, per node, each download (from its launch to its ref resolving: what the
-look-ahead has to cover, queueing and worker start included) and each analysis (from when its
-analyser could start it, i.e. the later of its download's end and the previous analysis's end
-on the same analyser, to its end), keeps a moving average of both, and sets the node's
-look-ahead to ``ceil(analysers × download / analysis)``, never below one per analyser (the
-behaviour without measurements) nor above ``MAX_PER_ANALYSER`` per analyser. A node still takes
-a job only while one of its download slots is free (placement.py), so a large look-ahead never
-queues downloads in Ray. ``VIDBRIEF_DOWNLOAD_LOOKAHEAD`` fixes the look-ahead instead.
+look-ahead has to cover, queueing and worker start included) and each analysis (from when the
+bridge sent it to a free analyser, fleet.py, to its end), keeps a moving average of both,
+and sets the node's look-ahead to ``ceil(analysers × download / analysis)``, never below one
+per analyser (the behaviour without measurements) nor above ``MAX_PER_ANALYSER`` per
+analyser. A node still takes a job only while one of its download slots is free
+(placement.py), so a large look-ahead never queues downloads in Ray.
+``VIDBRIEF_DOWNLOAD_LOOKAHEAD`` fixes the look-ahead instead.
 
 For placement by expected work (placement.py) it also keeps, per node, the analysis seconds per
 media second of the jobs whose duration a probe gave: GPUs differ, so the same video costs
@@ -70,8 +70,6 @@ class Pace:
 
     def __init__(self) -> None:
         self._nodes: dict[str, _NodePace] = {}
-        #: When each analyser (by id) last finished an analysis.
-        self._analyser_free_at: dict[int, float] = {}
 
     def _node(self, node_id: str) -> _NodePace:
         return self._nodes.setdefault(node_id, _NodePace(_Average(), _Average(), _Mean()))
@@ -80,25 +78,14 @@ class Pace:
         self._node(node_id).download.add(ended_at - launched_at)
 
     def analysed(
-        self,
-        node_id: str,
-        analyser: object,
-        downloaded_at: float,
-        ended_at: float,
-        media_s: float | None = None,
+        self, node_id: str, started_at: float, ended_at: float, media_s: float | None = None
     ) -> None:
-        """One analysis ended; it could start once both its video and its analyser were free."""
-        started = self.could_start(analyser, downloaded_at)
-        self._analyser_free_at[id(analyser)] = ended_at
-        seconds = max(ended_at - started, MIN_ANALYSIS_S)
+        """One analysis ended; it started when the bridge sent it to a free analyser."""
+        seconds = max(ended_at - started_at, MIN_ANALYSIS_S)
         node = self._node(node_id)
         node.analysis.add(seconds)
         if media_s:
             node.per_media_s.add(seconds / media_s)
-
-    def could_start(self, analyser: object, downloaded_at: float) -> float:
-        """When an analysis whose video arrived at ``downloaded_at`` could start."""
-        return max(downloaded_at, self._analyser_free_at.get(id(analyser), downloaded_at))
 
     def pace(self, node_id: str) -> float | None:
         """Analysis seconds per media second here (None until measured), shrunk toward the

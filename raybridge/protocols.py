@@ -36,9 +36,15 @@ class Launcher(Protocol):
     def stop_analyser(self, handle: Any) -> None: ...
 
     def launch(
-        self, ctx: JobContext, node_id: str, analyser: Any, done: Mapping[str, Any]
+        self,
+        ctx: JobContext,
+        node_id: str,
+        analyser: Any,
+        done: Mapping[str, Any],
+        through: str | None = None,
     ) -> dict[str, Any]:
-        """Submit the steps not in ``done``; return every step's ref, in chain order."""
+        """Submit the steps not in ``done`` (up to and including ``through``, if given);
+        return the refs of every step up to there, in chain order."""
         ...
 
     def put(self, value: Any) -> Any:

@@ -28,7 +28,7 @@ __all__ = ["BackpressurePolicy", "Phase", "Slot", "Window", "WindowFull", "Windo
 class Phase(StrEnum):
     WAITING = "waiting"  # read, waiting for a node with look-ahead room
     DOWNLOADING = "downloading"  # download task pinned to its node
-    ANALYSING = "analysing"  # downloaded: queued on, or running on, its node's analyser
+    ANALYSING = "analysing"  # downloaded: waiting for, or running on, one of its node's analysers
     FINISHING = "finishing"  # brief and report, on any node
 
 
@@ -52,8 +52,10 @@ class Slot:
     finishing: bool = False
     #: The chain's refs by step name (opaque here: Ray ObjectRefs in the bridge).
     refs: dict[str, Any] = field(default_factory=dict)
-    #: The analysis actor this job's analysis was sent to (opaque here).
+    #: The analysis actor this job's analysis was sent to (opaque here), and when: a job is
+    #: sent to an analyser only once its video is on disk and that analyser is free.
     analyser: Any = None
+    analysis_started_at: float | None = None
     read_at: float = field(default_factory=time.monotonic)
     #: When its download was launched and when it ended (monotonic; pace.py times nodes).
     launched_at: float | None = None
@@ -151,12 +153,6 @@ class Window:
     def waiting(self) -> int:
         """Jobs read and waiting for a node."""
         return sum(1 for s in self._slots.values() if s.phase is Phase.WAITING)
-
-    def queued_on(self, analyser: Any) -> int:
-        """Jobs of this window bound for one analyser: downloading, waiting or analysing."""
-        return sum(
-            1 for s in self._slots.values() if s.analyser is analyser and s.phase in NODE_BOUND
-        )
 
     def phases(self) -> Counter[str]:
         return Counter(str(s.phase) for s in self._slots.values())

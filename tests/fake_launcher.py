@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ingest.errors import StepError
-from pipeline.chain import CHAIN
+from pipeline.chain import chain_through
 from pipeline.context import JobContext
 from raybridge.outcome import Failure, FailureKind
 from raybridge.placement import NodeView
@@ -50,6 +50,7 @@ class FakeLauncher:
         self.durations = dict(durations or {})  # job id -> what the probe reports
         self.most_on_node = 0
         self.launches: list[tuple[str, str, list[str]]] = []
+        self._download_only: dict[tuple[str, int], int] = {}  # (job, attempt) -> its record
         self.started: list[str] = []
         self.stopped: list[Any] = []
         self.aborted: list[str] = []
@@ -70,19 +71,37 @@ class FakeLauncher:
         self.stopped.append(handle)
 
     def launch(
-        self, ctx: JobContext, node_id: str, analyser: object, done: Mapping[str, Any]
+        self,
+        ctx: JobContext,
+        node_id: str,
+        analyser: object,
+        done: Mapping[str, Any],
+        through: str | None = None,
     ) -> dict[str, Any]:
         if self.window is not None:
             held = max(self.window().assigned_per_node().values(), default=0)
             self.most_on_node = max(self.most_on_node, held)
+        steps = chain_through(through)
         refs, previous, run = dict(done), None, []
-        for spec in CHAIN:
+        for spec in steps:
             if spec.name not in refs:
                 refs[spec.name] = asyncio.ensure_future(self._step(ctx, spec.name, previous))
                 run.append(spec.name)
             previous = refs[spec.name]
-        self.launches.append((ctx.job_id, node_id, run))
-        return {s.name: refs[s.name] for s in CHAIN}
+        self._record_launch(ctx, node_id, run)
+        return {s.name: refs[s.name] for s in steps}
+
+    def _record_launch(self, ctx: JobContext, node_id: str, run: list[str]) -> None:
+        """One record per attempt: the bridge submits an attempt's chain in two parts (the
+        download, then the rest once an analyser is free), recorded here as one."""
+        key = (ctx.job_id, ctx.attempt)
+        index = self._download_only.pop(key, None)
+        if index is None:
+            index = len(self.launches)
+            self.launches.append((ctx.job_id, node_id, []))
+        self.launches[index][2].extend(run)
+        if run == ["download"]:
+            self._download_only[key] = index
 
     async def _step(self, ctx: JobContext, step: str, previous: Any) -> dict[str, str]:
         if previous is not None:

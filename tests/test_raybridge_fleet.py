@@ -211,3 +211,64 @@ def test_a_node_that_stops_answering_gets_no_download_within_one_probe_interval(
     assert noticed_s <= interval_s + 0.1  # within one probe interval (+ the 10 ms polling)
     assert placed == ["b", "b", "b"]
     assert not b_stale
+
+
+def test_a_downloaded_video_goes_to_the_first_analyser_of_its_node_to_be_free(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Bound when its download ends, not when it began: a job never waits behind one GPU's
+    long analysis while the node's other GPU is free; waiting jobs go in download order."""
+
+    async def main() -> list[Any]:
+        fleet, _ = fleet_of(make_settings(), [TWO_GPUS])
+        await fleet.refresh_nodes()
+        await fleet.wait_warm()
+        jobs = []
+        for name in ("long", "short", "next", "last"):
+            slot = fleet.window.add(Slot(name, f"{name}-0"))
+            fleet.window.assign(name, "a")
+            fleet.window.advance(name, Phase.ANALYSING)
+            jobs.append(slot)
+        long, short, after, last = jobs
+        given = [await fleet.acquire_analyser(long), await fleet.acquire_analyser(short)]
+        waiting = [asyncio.create_task(fleet.acquire_analyser(s)) for s in (after, last)]
+        await asyncio.sleep(0.01)
+        assert not any(w.done() for w in waiting)  # both GPUs busy
+        fleet.analysis_ended(short)  # the short one ends; "long" runs on
+        given.append(await waiting[0])
+        assert not waiting[1].done()
+        fleet.leave_node(long, Phase.FINISHING)  # any way out of the node frees its analyser
+        given.append(await waiting[1])
+        return given
+
+    long_gpu, short_gpu, next_gpu, last_gpu = asyncio.run(main())
+    assert long_gpu is not short_gpu
+    assert next_gpu is short_gpu  # not queued behind "long"
+    assert last_gpu is long_gpu
+
+
+def test_a_job_waiting_for_a_busy_node_is_taken_over_by_an_idle_one(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Tail work stealing: nothing waits for a node, node b's GPU is idle, and a job
+    downloaded on node a waits there behind a long analysis: b takes it over."""
+
+    async def main() -> tuple[Any, str | None, Any]:
+        fleet, _ = fleet_of(make_settings(), [ONE_GPU, NodeView("a", gpus=1, download_slots=1)])
+        await fleet.refresh_nodes()
+        await fleet.wait_warm()
+        for node in ("a", "b"):
+            fleet.pace.downloaded(node, 0.0, 0.5)
+        running, queued = Slot("running", "r-0"), Slot("queued", "q-0")
+        for slot, expected in ((running, 20.0), (queued, 2.0)):
+            fleet.window.add(slot)
+            fleet.window.assign(slot.job_id, "a")
+            fleet.window.advance(slot.job_id, Phase.ANALYSING)
+            slot.media_s, slot.downloaded_at = expected, 0.0
+        first = await fleet.acquire_analyser(running)
+        waited = await fleet.acquire_analyser(queued)  # waits behind 20 s: b takes it over
+        return first, queued.steal_to, waited
+
+    first, stolen_by, waited = asyncio.run(main())
+    assert first is not None
+    assert stolen_by == "b" and waited is None

@@ -14,37 +14,24 @@ def test_no_measurement_means_one_per_analyser() -> None:
 
 def test_slow_downloads_raise_the_lookahead_fast_ones_leave_it_at_one_per_analyser() -> None:
     pace = Pace()
-    gpu = object()
     t = 0.0
     for _ in range(20):  # downloads of 6 s, analyses of 2 s back to back on one GPU
         pace.downloaded("slow", t, t + 6.0)
-        pace.analysed("slow", gpu, downloaded_at=t + 6.0, ended_at=t + 8.0)
+        pace.analysed("slow", started_at=t + 6.0, ended_at=t + 8.0)
         t += 8.0
     assert pace.lookahead("slow", analysers=1) == 3  # 1 GPU × 6 s / 2 s
     assert pace.lookahead("slow", analysers=2) == 6
 
-    other = object()
     for i in range(20):  # 1 s downloads, 3 s analyses: the default suffices
         pace.downloaded("fast", i, i + 1.0)
-        pace.analysed("fast", other, downloaded_at=i + 1.0, ended_at=i + 4.0)
+        pace.analysed("fast", started_at=i + 1.0, ended_at=i + 4.0)
     assert pace.lookahead("fast", analysers=2) == 2
-
-
-def test_analysis_is_timed_from_when_its_analyser_was_free() -> None:
-    # Two videos downloaded together at t=0 queue on one analyser: the second analysis took
-    # 2 s (from 2 to 4), not 4 s, or the look-ahead would be halved.
-    pace = Pace()
-    gpu = object()
-    pace.downloaded("n", 0.0, 0.0)
-    pace.analysed("n", gpu, downloaded_at=0.0, ended_at=2.0)
-    pace.analysed("n", gpu, downloaded_at=0.0, ended_at=4.0)
-    assert pace.as_dict("n")["analysis_s"] == 2.0
 
 
 def test_lookahead_is_bounded_and_forgotten_with_the_node() -> None:
     pace = Pace()
     pace.downloaded("n", 0.0, 100.0)
-    pace.analysed("n", object(), downloaded_at=100.0, ended_at=100.0)  # a no-op analysis
+    pace.analysed("n", started_at=100.0, ended_at=100.0)  # a no-op analysis
     assert pace.lookahead("n", analysers=1) == MAX_PER_ANALYSER
     pace.forget("n")
     assert pace.lookahead("n", analysers=1) is None
@@ -67,11 +54,11 @@ def test_measured_lookahead_lets_a_node_hold_more_but_slots_still_bound_download
 def test_the_pace_per_media_second_is_shrunk_toward_the_clusters_mean() -> None:
     from raybridge.pace import Pace
 
-    pace, gpu_a, gpu_b = Pace(), object(), object()
+    pace = Pace()
     # Identical GPUs (0.1 s per media second); the probes were off by +20 % on a, -20 % on b.
     for n in range(3):
-        pace.analysed("a", gpu_a, n * 10.0, n * 10.0 + 3.0, media_s=30 / 1.2)
-        pace.analysed("b", gpu_b, n * 10.0, n * 10.0 + 3.0, media_s=30 / 0.8)
+        pace.analysed("a", n * 10.0, n * 10.0 + 3.0, media_s=30 / 1.2)
+        pace.analysed("b", n * 10.0, n * 10.0 + 3.0, media_s=30 / 0.8)
     raw_a, raw_b = 1.2 * 0.1, 0.8 * 0.1
     a, b = pace.pace("a"), pace.pace("b")
     assert a is not None and b is not None

@@ -60,16 +60,6 @@ def test_node_bound_phases_count_against_their_node() -> None:
     assert window.phases() == {"waiting": 1, "downloading": 1, "analysing": 1, "finishing": 1}
 
 
-def test_queued_on_counts_node_bound_jobs_per_analyser() -> None:
-    window = Window(3)
-    gpu0, gpu1 = object(), object()
-    for n, analyser in enumerate((gpu0, gpu0, gpu1)):
-        window.add(slot(n, analyser=analyser))
-        window.assign(f"job-{n}", "A")
-    window.advance("job-1", Phase.FINISHING)
-    assert window.queued_on(gpu0) == 1 and window.queued_on(gpu1) == 1
-
-
 def test_window_room_policy() -> None:
     window, policy = Window(1), WindowRoom()
     assert policy.can_add_input(window)
