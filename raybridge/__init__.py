@@ -10,6 +10,7 @@
     leases.py          bridge leases; the entries of a bridge without one are claimed
     window.py          the in-flight window and the backpressure policy (pure)
     placement.py       which node downloads (and so analyses) a job (pure)
+    analysers.py       which of its node's analysis actors a downloaded job goes to
     pace.py            per-node download and analysis times, and the look-ahead (pure)
     health.py          node health: thresholds, verdicts, the probe's measurement
     outcome.py         how an attempt failed and how a job ended (data)

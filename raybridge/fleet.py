@@ -29,9 +29,10 @@ from typing import Any
 
 from ingest.names import ANALYSE_STEP
 from ingest.settings import Settings
+from raybridge.analysers import AnalyserQueues
 from raybridge.expected import backlog_s, choose_steal, slot_wait_s, update_expected
 from raybridge.health import HealthMonitor
-from raybridge.holds import Holds
+from raybridge.holds import Holds, holds_of, with_others_backlog
 from raybridge.metrics import BridgeMetrics
 from raybridge.outcome import Failure
 from raybridge.pace import Pace
@@ -81,10 +82,7 @@ class Fleet:
         self._indices: dict[str, dict[int, int]] = {}
         self._on_gpus: bool | None = None
         self._waiting: deque[tuple[Slot, str | None, asyncio.Future[str]]] = deque()
-        #: Per node, its downloaded jobs waiting for a free analyser, in download order.
-        self._for_analysis: dict[str, deque[tuple[Slot, asyncio.Future[Any]]]] = {}
-        #: This bridge's analyses under way: analyser id → (job id, node id).
-        self._busy: dict[int, tuple[str, str]] = {}
+        self.queues = AnalyserQueues(self.analysers)
 
     # -- nodes and analysis actors ----------------------------------------------------------
 
@@ -106,7 +104,7 @@ class Fleet:
             self.analysers.pop(node.node_id, None)  # its actors died with it
             self._indices.pop(node.node_id, None)
             self.pace.forget(node.node_id)
-            self._dispatch_analyses(node.node_id)  # its waiting jobs: no analyser any more
+            self.queues.dispatch(node.node_id)  # its waiting jobs: no analyser any more
             return
         wanted = analysers_wanted(
             node, on_gpus=bool(self._on_gpus), cpu_per_node=self.settings.cpu_analysers_per_node
@@ -131,7 +129,7 @@ class Fleet:
             return
         self.analysers.setdefault(node_id, []).append(handle)
         self.dispatch()
-        self._dispatch_analyses(node_id)
+        self.queues.dispatch(node_id)
 
     async def wait_warm(self) -> None:
         """Wait (bounded) for the analysis actors being started; warn if none can analyse."""
@@ -147,52 +145,14 @@ class Fleet:
     def warming_tasks(self) -> list[asyncio.Task[None]]:
         return [t for tasks in self._warming.values() for t in tasks]
 
-    # -- analysers: a job's analysis goes to the first of its node's analysers to be free ----
-
     async def acquire_analyser(self, slot: Slot) -> Any | None:
-        """Wait until one of the job's node's analysers has no analysis of this bridge, in
-        the order the node's videos were downloaded; that analyser, now the job's. None: the
-        node has no analyser any more, or an idle node took the job over (``slot.steal_to``).
-
-        Binding late, not when the download is launched: a video bound to one analyser
-        early would wait behind that analyser's long job while the node's other GPU idles.
-        """
+        """The first of the job's node's analysers to be free (analysers.py); None: the node
+        has none any more, or an idle node took the job over (``slot.steal_to``)."""
         node = slot.node_id or ""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._for_analysis.setdefault(node, deque()).append((slot, future))
-        self._dispatch_analyses(node)
-        if not future.done():
-            self._offer_to_idle_nodes(node)
-        return await future
-
-    def _dispatch_analyses(self, node_id: str) -> None:
-        """Hand the node's free analysers to its waiting jobs, first downloaded first."""
-        queue = self._for_analysis.get(node_id)
-        if not queue:
-            return
-        handles = self.analysers.get(node_id, [])
-        free = [h for h in handles if id(h) not in self._busy]
-        while queue and (free or not handles):
-            slot, future = queue.popleft()
-            if future.done():  # cancelled, or taken over
-                continue
-            if not handles:
-                future.set_result(None)
-                continue
-            handle = free.pop(0)
-            self._busy[id(handle)] = (slot.job_id, node_id)
-            slot.analyser, slot.analysis_started_at = handle, time.monotonic()
-            future.set_result(handle)
+        return await self.queues.acquire(slot, lambda: self._offer_to_idle_nodes(node))
 
     def analysis_ended(self, slot: Slot) -> None:
-        """The job's analysis ended (done, failed or abandoned): its analyser is free."""
-        handle = slot.analyser
-        busy = self._busy.get(id(handle)) if handle is not None else None
-        if busy is None or busy[0] != slot.job_id:
-            return
-        del self._busy[id(handle)]
-        slot.analysis_started_at = None
-        self._dispatch_analyses(busy[1])
+        self.queues.ended(slot)
 
     def drop_analyser(self, analyser: Any, failure: Failure) -> None:
         """Forget an analysis actor that died for good; the next refresh starts a new one."""
@@ -202,9 +162,8 @@ class Fleet:
             if analyser in handles:
                 handles.remove(analyser)
                 self._indices.get(node_id, {}).pop(id(analyser), None)
-                self._busy.pop(id(analyser), None)
                 self.launcher.stop_analyser(analyser)
-                self._dispatch_analyses(node_id)
+                self.queues.forget(analyser, node_id)
 
     def stop_analysers(self) -> None:
         """Stop every analysis actor (the last bridge of a cluster, when it stops)."""
@@ -343,7 +302,7 @@ class Fleet:
         steal = choose_steal(
             candidates, self.window.bound_to, self._analysers_on, here_s, time.monotonic()
         )
-        if steal is None or not self._take_from_queue(steal.slot):
+        if steal is None or not self.queues.take(steal.slot):
             return
         steal.slot.steal_to = node_id
         log.info(
@@ -361,14 +320,6 @@ class Fleet:
         """Bound jobs' expected seconds at the paces measured now (expected.py)."""
         update_expected(self.window, {n.node_id: self.pace.pace(n.node_id) for n in self.nodes})
 
-    def _take_from_queue(self, slot: Slot) -> bool:
-        """Take a job out of its node's queue for an analyser; False if it is not in one."""
-        for queued, future in self._for_analysis.get(slot.node_id or "", ()):
-            if queued is slot and not future.done():
-                future.set_result(None)
-                return True
-        return False
-
     def _analysers_on(self, node_id: str) -> int:
         return len(self.analysers.get(node_id, ()))
 
@@ -381,12 +332,7 @@ class Fleet:
 
     def bound_holds(self) -> dict[str, list[tuple[str, str, float]]]:
         """The jobs on nodes now, as holds (holds.py): node → (job, kind, media s)."""
-        out: dict[str, list[tuple[str, str, float]]] = {}
-        for slot in self.window:
-            if slot.node_id is not None and slot.phase in (Phase.DOWNLOADING, Phase.ANALYSING):
-                kind = "d" if slot.phase is Phase.DOWNLOADING else "a"
-                out.setdefault(slot.node_id, []).append((slot.job_id, kind, slot.media_s or 0.0))
-        return out
+        return holds_of(self.window)
 
     def snapshot(self) -> ClusterSnapshot:
         """The nodes now, with this window's jobs on them, their look-ahead and health."""
@@ -410,22 +356,7 @@ class Fleet:
             assigned[node] += other.jobs
             downloading[node] += other.downloading
         snapshot = ClusterSnapshot(nodes).with_assigned(assigned, downloading)
-        return self._with_others_backlog(snapshot)
-
-    def _with_others_backlog(self, snapshot: ClusterSnapshot) -> ClusterSnapshot:
-        """Add the other bridges' jobs, their media seconds at each node's pace as measured."""
-        others = self.holds.others if self.holds is not None else {}
-        if not others:
-            return snapshot
-        mean = snapshot.mean_pace
-        return ClusterSnapshot(
-            tuple(
-                replace(n, backlog_s=(n.backlog_s or 0.0) + others[n.node_id].media_s * p)
-                if n.node_id in others and (p := n.pace if n.pace is not None else mean)
-                else n
-                for n in snapshot.nodes
-            )
-        )
+        return with_others_backlog(snapshot, self.holds.others if self.holds is not None else {})
 
     def _verdict(self, node_id: str) -> dict[str, Any]:
         health = self.health.get(node_id) if self.health is not None else None

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 
 import redis.asyncio as aioredis
 
 from ingest.names import RedisNames
+from raybridge.placement import ClusterSnapshot
+from raybridge.window import Phase, Window
 
 log = logging.getLogger(__name__)
 
@@ -186,3 +188,29 @@ if room or ARGV[6] == '1' then
 end
 return {(room or ARGV[6] == '1') and 1 or 0, others, other_dl, tostring(other_s)}
 """
+
+
+def holds_of(window: Window) -> dict[str, list[tuple[str, str, float]]]:
+    """A bridge's jobs on nodes now, as holds: node → (job, kind, media s)."""
+    out: dict[str, list[tuple[str, str, float]]] = {}
+    for slot in window:
+        if slot.node_id is not None and slot.phase in (Phase.DOWNLOADING, Phase.ANALYSING):
+            kind = DOWNLOADING if slot.phase is Phase.DOWNLOADING else ANALYSING
+            out.setdefault(slot.node_id, []).append((slot.job_id, kind, slot.media_s or 0.0))
+    return out
+
+
+def with_others_backlog(snapshot: ClusterSnapshot, others: Mapping[str, Others]) -> ClusterSnapshot:
+    """The nodes with the other bridges' jobs added: their media seconds at each node's pace
+    as this bridge measures it (the cluster's mean where it has none)."""
+    if not others:
+        return snapshot
+    mean = snapshot.mean_pace
+    return ClusterSnapshot(
+        tuple(
+            replace(n, backlog_s=(n.backlog_s or 0.0) + others[n.node_id].media_s * p)
+            if n.node_id in others and (p := n.pace if n.pace is not None else mean)
+            else n
+            for n in snapshot.nodes
+        )
+    )

@@ -288,6 +288,33 @@ SMOKE_TIMEOUT_S = 240
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(SMOKE_TIMEOUT_S + 30)
+def test_json_output_is_one_document_whatever_a_library_prints_meanwhile(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ray's driver prints a raylet's error (a worker killed, as ``bench bridges`` does on
+    purpose) on stdout; it goes to stderr, and stdout stays one JSON object."""
+    import vidbrief.bench as bench
+
+    bench._logging()
+    print("(raylet) A worker died or was killed while executing a task")
+    bench._emit({"bench": "bridges", "rows": []}, as_json=True, as_markdown=False)
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"bench": "bridges", "rows": []}
+    assert "(raylet) A worker died" in err
+
+
+def test_show_says_clearly_when_a_file_is_not_a_saved_document(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vidbrief.bench import bench_app
+
+    broken = tmp_path / "bridges.json"
+    broken.write_text("(raylet) A worker died\n{}")
+    result = CliRunner().invoke(bench_app, ["show", str(broken)])
+    assert result.exit_code == 2
+    assert "not a saved --json document" in result.output
+
+
 def test_schedule_quick_smoke_run_prints_the_documented_json(tmp_path: Path) -> None:
     """Both topologies, tiny durations, 4 jobs: the shape of the JSON, not its speed."""
     args = [

@@ -18,7 +18,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 
@@ -42,22 +42,35 @@ JSON_HELP = "Print one JSON object instead of tables."
 MARKDOWN_HELP = "Print the tables as GitHub markdown (for BENCHMARKS.md)."
 
 
+#: The real standard output while a benchmark runs (``_logging``): meanwhile ``sys.stdout``
+#: is stderr, so what a library prints there cannot break ``--json``'s one JSON object — Ray's
+#: driver prints its raylets' error messages (a killed worker, in ``bench bridges``) on stdout.
+_document_out: TextIO | None = None
+
+
 def _emit(doc: dict[str, Any], as_json: bool, as_markdown: bool) -> None:
+    global _document_out
+    out = _document_out or sys.stdout
+    sys.stdout, _document_out = out, None
     if as_json:
-        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        out.write(json.dumps(doc, indent=2, default=str) + "\n")
         return
     from rich.console import Console
 
     from vidbrief.bench.tables import show
 
     # At least TABLE_WIDTH columns: a narrower terminal wraps lines, but no cell is cut short.
-    show(Console(width=max(Console().width, TABLE_WIDTH)), doc, as_markdown=as_markdown)
+    show(Console(file=out, width=max(Console().width, TABLE_WIDTH)), doc, as_markdown=as_markdown)
 
 
 def _logging() -> None:
+    """Progress to stderr, and anything printed on stdout meanwhile too (``_emit``)."""
+    global _document_out
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s"
     )
+    if _document_out is None:
+        _document_out, sys.stdout = sys.stdout, sys.stderr
 
 
 @bench_app.command()
@@ -176,7 +189,13 @@ def show(
     as_markdown: Annotated[bool, typer.Option("--markdown", help=MARKDOWN_HELP)] = False,
 ) -> None:
     """Render a saved ``--json`` document again as tables (or markdown), without re-running."""
-    _emit(json.loads(path.read_text()), False, as_markdown)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise typer.BadParameter(f"{path} is not a saved --json document: {e}") from None
+    if not isinstance(doc, dict) or "bench" not in doc:
+        raise typer.BadParameter(f"{path} is not a saved --json document (no 'bench' key)")
+    _emit(doc, False, as_markdown)
 
 
 @bench_app.command()
