@@ -12,7 +12,9 @@ while the node's other GPU idled — 1.7 s of GPU idle on the three-node mix of 
 
 The actors are shared by every bridge of a cluster (launcher.py); a bridge sees only its own
 analyses, so another bridge's call may be running on an actor it takes for free: its call then
-queues on that actor, as every call did under the old rule.
+queues on that actor, as every call did under the old rule. So of the actors free in its view,
+a bridge takes first the one its own analysis left last: that one it *knows* is idle; one it
+has not used for a while may be running another bridge's job.
 
 Pure bookkeeping over asyncio futures: ``fleet.py`` owns the actors (``analysers``, the same
 dict) and calls :meth:`dispatch` whenever one may have come free or gone.
@@ -37,6 +39,8 @@ class AnalyserQueues:
         self._waiting: dict[str, deque[tuple[Slot, asyncio.Future[Any]]]] = {}
         #: This bridge's analyses under way: actor id -> (job id, node id).
         self._busy: dict[int, tuple[str, str]] = {}
+        #: When this bridge's last analysis on each actor ended (monotonic): actor id -> time.
+        self._left_at: dict[int, float] = {}
 
     async def acquire(self, slot: Slot, while_waiting: Callable[[], None]) -> Any | None:
         """The first free analyser of the job's node, now the job's (``slot.analyser``). None:
@@ -56,7 +60,10 @@ class AnalyserQueues:
         if not queue:
             return
         handles = self.analysers.get(node_id, [])
-        free = [h for h in handles if id(h) not in self._busy]
+        free = sorted(
+            (h for h in handles if id(h) not in self._busy),
+            key=lambda h: -self._left_at.get(id(h), float("-inf")),  # the one left last first
+        )
         while queue and (free or not handles):
             slot, future = queue.popleft()
             if future.done():  # cancelled, or taken out
@@ -76,12 +83,14 @@ class AnalyserQueues:
         if busy is None or busy[0] != slot.job_id:
             return
         del self._busy[id(handle)]
+        self._left_at[id(handle)] = time.monotonic()
         slot.analysis_started_at = None
         self.dispatch(busy[1])
 
     def forget(self, handle: Any, node_id: str) -> None:
         """An actor gone for good: nothing runs on it any more."""
         self._busy.pop(id(handle), None)
+        self._left_at.pop(id(handle), None)
         self.dispatch(node_id)
 
     def take(self, slot: Slot) -> bool:

@@ -272,3 +272,59 @@ def test_a_job_waiting_for_a_busy_node_is_taken_over_by_an_idle_one(
     first, stolen_by, waited = asyncio.run(main())
     assert first is not None
     assert stolen_by == "b" and waited is None
+
+
+def test_a_job_waiting_for_an_analyser_of_a_node_that_dies_is_told_so(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Its acquire_analyser returns None without a taker: the job's coroutine then fails the
+    attempt as a lost node and downloads the video again elsewhere (job.py)."""
+
+    async def main() -> tuple[Any, Any, str | None]:
+        fleet, launcher = fleet_of(make_settings(), [ONE_GPU])
+        await fleet.refresh_nodes()
+        await fleet.wait_warm()
+        running, queued = Slot("running", "r-0"), Slot("queued", "q-0")
+        for slot in (running, queued):
+            fleet.window.add(slot)
+            fleet.window.assign(slot.job_id, "b")
+            fleet.window.advance(slot.job_id, Phase.ANALYSING)
+        first = await fleet.acquire_analyser(running)
+        waiting = asyncio.create_task(fleet.acquire_analyser(queued))
+        await asyncio.sleep(0.01)
+        launcher.node_views = [NodeView("b", alive=False, gpus=1, download_slots=1)]
+        await fleet.refresh_nodes()
+        return first, await asyncio.wait_for(waiting, 1.0), queued.steal_to
+
+    first, waited, stolen_by = asyncio.run(main())
+    assert first is not None
+    assert waited is None and stolen_by is None
+
+
+def test_of_the_analysers_free_in_its_view_a_bridge_takes_the_one_its_job_left_last(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The actors are shared by every bridge: one this bridge has not used lately may be
+    running another bridge's job; the one its own analysis just left is surely idle."""
+
+    async def main() -> tuple[Any, Any, Any]:
+        fleet, _ = fleet_of(make_settings(), [TWO_GPUS])
+        await fleet.refresh_nodes()
+        await fleet.wait_warm()
+        jobs = []
+        for name in ("first", "second", "third"):
+            slot = fleet.window.add(Slot(name, f"{name}-0"))
+            fleet.window.assign(name, "a")
+            fleet.window.advance(name, Phase.ANALYSING)
+            jobs.append(slot)
+        first, second, third = jobs
+        gpu_first = await fleet.acquire_analyser(first)
+        gpu_second = await fleet.acquire_analyser(second)
+        fleet.analysis_ended(first)
+        await asyncio.sleep(0.01)
+        fleet.analysis_ended(second)  # both free now; "second"'s was left last
+        return gpu_first, gpu_second, await fleet.acquire_analyser(third)
+
+    gpu_first, gpu_second, gpu_third = asyncio.run(main())
+    assert gpu_first is not gpu_second
+    assert gpu_third is gpu_second
