@@ -93,6 +93,14 @@ class AnalyserQueues:
         self._left_at.pop(id(handle), None)
         self.dispatch(node_id)
 
+    def running_on(self, node_id: str) -> int:
+        """This bridge's analyses under way on the node."""
+        return sum(1 for _, node in self._busy.values() if node == node_id)
+
+    def waiting_on(self, node_id: str) -> int:
+        """This bridge's downloaded jobs waiting for one of the node's analysers."""
+        return sum(1 for _, future in self._waiting.get(node_id, ()) if not future.done())
+
     def take(self, slot: Slot) -> bool:
         """Take a waiting job out of its node's queue (its ``acquire`` returns None)."""
         for queued, future in self._waiting.get(slot.node_id or "", ()):

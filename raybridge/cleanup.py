@@ -20,7 +20,6 @@ to the next sweep. The bytes each node's work folder holds come with the health 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
@@ -87,9 +86,7 @@ class Cleaner:
         self._touched.pop(job_id, None)
 
     async def _clean(self, job_id: str, nodes: set[str], refs: list[Any]) -> None:
-        if refs:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*refs, return_exceptions=True), SETTLE_S)
+        await settle(refs, SETTLE_S)
         if self.settings.work_retention_seconds:
             await asyncio.sleep(self.settings.work_retention_seconds)
             state = await self.stream.job_state(job_id)
@@ -201,3 +198,23 @@ def _finished(status: str) -> bool:
         return JobStatus(status).finished
     except ValueError:
         return False
+
+
+async def settle(refs: list[Any], timeout_s: float) -> None:
+    """Wait (at most ``timeout_s``) until every ref is done, collecting their errors, so that
+    Ray logs none as unhandled.
+
+    A wait cancelled meanwhile (the bridge stops) leaves Python 3.11's gathering future holding
+    a CancelledError nobody retrieves, which asyncio then prints as "_GatheringFuture exception
+    was never retrieved" with a traceback at every drain: it is retrieved here.
+    """
+    if not refs:
+        return
+    gathered = asyncio.gather(*refs, return_exceptions=True)
+    try:
+        await asyncio.wait_for(gathered, timeout_s)
+    except TimeoutError:
+        pass
+    finally:
+        if gathered.done() and not gathered.cancelled():
+            gathered.exception()

@@ -385,6 +385,8 @@ class Fleet:
                 "gpus": node.gpus,
                 "download_slots": node.download_slots,
                 "analysers": node.analysers,
+                "analysing": self.queues.running_on(node.node_id),
+                "waiting_for_analyser": self.queues.waiting_on(node.node_id),
                 "assigned": node.assigned,
                 "held_here": len(self.window.bound_to(node.node_id)),
                 "capacity": node.capacity(self.settings.download_lookahead),

@@ -22,7 +22,6 @@ cancels it too, and then nothing is stored: the entry stays pending for the next
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from ingest.redact import error_summary
 from ingest.settings import Settings
 from pipeline.chain import CHAIN
 from pipeline.context import JobContext
-from raybridge.cleanup import Cleaner
+from raybridge.cleanup import Cleaner, settle
 from raybridge.finish import Finisher
 from raybridge.fleet import Fleet
 from raybridge.outcome import Failure, FailureKind, Outcome
@@ -224,9 +223,7 @@ def _kept_before(slot: Slot, step: str) -> dict[str, Any]:
 async def _settle(refs: list[Any]) -> None:
     """Collect the errors of a failed step and the steps after it (they fail at once, with the
     same error; a stopped step with its own), so that Ray logs none as an unhandled error."""
-    if refs:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*refs, return_exceptions=True), SETTLE_S)
+    await settle(refs, SETTLE_S)
 
 
 def _relocatable(failure: Failure) -> bool:

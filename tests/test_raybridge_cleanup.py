@@ -195,3 +195,29 @@ def test_fifty_jobs_leave_no_video_in_the_work_folder(
     assert work_bytes() and all(isinstance(n, int) for n in work_bytes())
     wait_until("the heartbeat says the work folder is empty", lambda: work_bytes() == [0], 30)
     assert FAST_STEPS_S  # the steps slept while holding their resources, as configured
+
+
+def test_a_settle_cancelled_by_a_stopping_bridge_logs_no_unretrieved_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every drain cancels the waits on finished jobs' refs: Python 3.11's wait_for then left
+    the gathering future's CancelledError unretrieved, and asyncio printed "_GatheringFuture
+    exception was never retrieved" with a traceback at every bridge stop."""
+    import gc
+
+    from raybridge.cleanup import settle
+
+    async def main() -> None:
+        never = asyncio.get_running_loop().create_future()  # a step that has not ended
+        waiting = asyncio.create_task(settle([never], timeout_s=60))
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        gc.collect()
+        await asyncio.sleep(0.01)
+
+    with caplog.at_level("ERROR", logger="asyncio"):
+        asyncio.run(main())
+        gc.collect()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]

@@ -54,7 +54,7 @@ def beats(now: float) -> dict[str, str]:
         "in_flight": 7,
         "window": 8,
         "cluster": [
-            node_row(NODE_A, "gpu-worker-1.example.internal"),
+            node_row(NODE_A, "gpu-worker-1.example.internal", analysing=1, waiting_for_analyser=3),
             node_row(
                 NODE_B,
                 "gpu-worker-2",
@@ -75,6 +75,12 @@ def test_the_cluster_fits_80_columns_with_whole_headers_and_host_names() -> None
     assert "gpu-worker-1.example.internal" in text.replace("\n", "") or "gpu-worker-1" in text
     assert "3f2a9c1b" in text and "gpu-worker-2" in text and "12.0/31.5" in text
     assert "1234G" in text and "no: disk" in text and "4,096" in text  # why, folded
+    # Node A: one of its two actors runs this bridge's analysis, three videos wait for one;
+    # node B's heartbeat comes from an older bridge: its actors only.
+    row_a = next(line for line in text.splitlines() if "gpu-worker-1" in line)
+    assert "1/2" in row_a and "+3" in text
+    row_b = next(line for line in text.splitlines() if "gpu-worker-2" in line)
+    assert " 2 " in row_b and "/2" not in row_b
 
 
 def test_each_bridge_shows_its_heartbeat_age_and_an_old_one_is_stale() -> None:

@@ -258,9 +258,10 @@ NODE_COLUMNS = (
     ("health", "left"),
 )
 #: The columns that take what is left of the width (and fold their text).
-FLEXIBLE = {"node": 3, "health": 2}
+FLEXIBLE = {"node": 5, "health": 4}
 NODE_LEGEND = (
-    "an: analysis actors · jobs: held (by every bridge) / look-ahead allows · dl/an: measured "
+    "an: this bridge's analyses running / analysis actors (+ its downloaded jobs waiting for "
+    "one) · jobs: held (by every bridge) / look-ahead allows · dl/an: measured "
     "download and "
     "analysis seconds · disk: free under the work folder (work: used by job folders) · "
     "probe: age of the last health answer"
@@ -290,7 +291,7 @@ def _node_cells(row: Mapping[str, Any]) -> list[Text]:
     return [
         Text(f"{host}\n{node}" if host else node),
         Text(f"{row.get('gpus', 0):g}"),
-        Text(str(row.get("analysers", 0))),
+        Text(_analysers(row)),
         Text(_jobs(row)),
         Text(_pace(row)),
         Text(_disk(row)),
@@ -315,6 +316,17 @@ def _probe_age(row: Mapping[str, Any]) -> str:
     if measured is None:
         return "—"
     return f"{max(0.0, time.time() - float(measured)):.0f} s"
+
+
+def _analysers(row: Mapping[str, Any]) -> str:
+    """The bridge's analyses running out of the node's actors ("1/2"), and its downloaded
+    jobs waiting for one ("+3"); a heartbeat without them (an older bridge): the actors."""
+    actors = row.get("analysers", 0)
+    if "analysing" not in row:
+        return str(actors)
+    cell = f"{row['analysing']}/{actors}"
+    waiting = row.get("waiting_for_analyser") or 0
+    return f"{cell}\n+{waiting}" if waiting else cell
 
 
 def _jobs(row: Mapping[str, Any]) -> str:
