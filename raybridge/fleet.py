@@ -285,11 +285,12 @@ class Fleet:
     def steal_for(self, node_id: str) -> None:
         """Tail work stealing (expected.py): an idle analyser here, nothing waiting for a node,
         a job waiting for an analyser elsewhere that would finish sooner here."""
+        # The cheap checks first: this runs for every other node whenever a job has to wait.
+        if self._waiting or len(self.window.bound_to(node_id)) >= self._analysers_on(node_id):
+            return
         snapshot = self.snapshot()
         view = snapshot.node(node_id)
-        if self._waiting or view is None or not view.can_analyse or view.download_s is None:
-            return
-        if len(self.window.bound_to(node_id)) >= view.analysers:
+        if view is None or not view.can_analyse or view.download_s is None:
             return
         pace = view.pace if view.pace is not None else snapshot.mean_pace
 
@@ -341,7 +342,7 @@ class Fleet:
         nodes = tuple(
             replace(
                 n,
-                analysers=(analysers := len(self.analysers.get(n.node_id, ()))),
+                analysers=(analysers := self._analysers_on(n.node_id)),
                 lookahead=self.pace.lookahead(n.node_id, analysers),
                 backlog_s=backlog_s(self.window.bound_to(n.node_id), now),
                 pace=self.pace.pace(n.node_id),

@@ -198,7 +198,9 @@ class JobRunner:
             except Exception as e:  # the step's error or Ray's, wrapped by Ray; or its limit
                 if step == ANALYSE_STEP:
                     self.fleet.analysis_ended(slot)
-                await _settle([r for _, r in pending[index:]])
+                # Collect the errors of this step and the later ones (they fail at once, with
+                # the same error; a stopped step with its own): Ray then logs none as unhandled.
+                await settle([r for _, r in pending[index:]], SETTLE_S)
                 return outputs, self.launcher.classify(e, step)
             self._step_done(slot, step)
         return outputs, None
@@ -218,12 +220,6 @@ def _kept_before(slot: Slot, step: str) -> dict[str, Any]:
     names = STEP_NAMES_IN_ORDER
     cut = names.index(step) if step in names else 0
     return {name: slot.refs[name] for name in names[:cut]}
-
-
-async def _settle(refs: list[Any]) -> None:
-    """Collect the errors of a failed step and the steps after it (they fail at once, with the
-    same error; a stopped step with its own), so that Ray logs none as an unhandled error."""
-    await settle(refs, SETTLE_S)
 
 
 def _relocatable(failure: Failure) -> bool:
